@@ -1,0 +1,1820 @@
+/*
+ * Configuration: the embedded defaults, the JSON file on top of them, the
+ * overrides from the command line and the environment on top of that, and
+ * the checks that tie the pieces together.
+ *
+ * jansson tells where a syntax error is, but not where a member it parsed
+ * came from.  So every semantic error carries a key path (["upstreams", 1,
+ * "url"]) and a small scanner walks the original text to find the line and
+ * column of that member, so that each message reads like a compiler's:
+ * "regcache.json:7:14: upstreams[1].url: scheme must be http or https".
+ *
+ * config_load() checks everything that can be checked from the text alone;
+ * whether the files it names (TLS certificate and key, CA bundle) can be
+ * read is left to config_validate(), which also runs after the overrides.
+ */
+#include "config.h"
+
+#include <sys/types.h>
+#include <sys/stat.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#include <jansson.h>
+
+#include "regcache.h"
+
+#define CONFIG_FILE_MAX		(1024 * 1024)	/* bytes of JSON we read */
+#define KPATH_MAX		8		/* deepest key path */
+#define UPSTREAM_NAME_MAX	64
+#define UPSTREAM_NAME_CHARS	"abcdefghijklmnopqrstuvwxyz" \
+				"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-"
+#define HOST_NAME_MAX_LEN	253
+#define PREFIX_MAX_LEN		V2_NAME_MAX
+#define TIMEOUT_MAX_S		(INT_MAX / 1000)
+#define MAX_HEADER_BYTES_MIN	1024
+#define MAX_HEADER_BYTES_MAX	(1024 * 1024)
+#define MAX_REDIRECTS_MAX	20
+#define LISTEN_ANY_HOST		"0.0.0.0"	/* what ":port" listens on */
+
+#define DOCKER_HUB_HOST		"registry-1.docker.io"
+#define DOCKER_HUB_ALIAS	"docker.io"
+#define DOCKER_HUB_INDEX	"index.docker.io"
+
+/* One step of a key path: an object member, or an array element. */
+struct kseg {
+	const char	*key;		/* NULL for an array index */
+	size_t		 index;
+};
+
+/* What the parser of one file carries around. */
+struct pctx {
+	const char	*file;		/* for messages */
+	const char	*text;		/* the file, for positions */
+	size_t		 len;
+	struct kseg	 path[KPATH_MAX];
+	size_t		 depth;
+	char		*err;
+	size_t		 errlen;
+};
+
+/* A walker over JSON text that counts lines and columns like jansson. */
+struct scan {
+	const char	*p;
+	const char	*end;
+	int		 line;
+	int		 col;
+};
+
+/* A "host[:port]" split into its parts. */
+struct hostport {
+	char		*host;		/* lower case, without brackets */
+	char		*port;		/* NULL when absent */
+	int		 v6;
+};
+
+#define HP_NEED_PORT	0x01	/* the port is required */
+#define HP_ANY_HOST	0x02	/* an empty host means every address */
+
+/* A number in "timeouts" or "limits", where it goes and what it may be. */
+struct num_opt {
+	const char	*name;
+	size_t		 off;		/* int member of struct config */
+	int		 seconds;	/* seconds (maybe fractional) -> ms */
+	long long	 min;
+	long long	 max;
+};
+
+static const struct num_opt timeout_opts[] = {
+	{ "connect", offsetof(struct config, connect_timeout_ms), 1,
+	    1, TIMEOUT_MAX_S },
+	{ "first_byte", offsetof(struct config, first_byte_timeout_ms), 1,
+	    1, TIMEOUT_MAX_S },
+	{ "idle", offsetof(struct config, idle_timeout_ms), 1,
+	    1, TIMEOUT_MAX_S },
+	{ "client", offsetof(struct config, client_timeout_ms), 1,
+	    1, TIMEOUT_MAX_S },
+	{ NULL, 0, 0, 0, 0 }
+};
+
+static const struct num_opt limit_opts[] = {
+	{ "max_connections", offsetof(struct config, max_connections), 0,
+	    1, INT_MAX },
+	{ "max_header_bytes", offsetof(struct config, max_header_bytes), 0,
+	    MAX_HEADER_BYTES_MIN, MAX_HEADER_BYTES_MAX },
+	{ "max_redirects", offsetof(struct config, max_redirects), 0,
+	    0, MAX_REDIRECTS_MAX },
+	{ NULL, 0, 0, 0, 0 }
+};
+
+static const char *const root_keys[] = {
+	"listen", "data_dir", "default_upstream", "upstreams", "timeouts",
+	"limits", "log", NULL
+};
+static const char *const listen_keys[] = { "address", "tls", NULL };
+static const char *const tls_keys[] = { "certificate", "key", NULL };
+static const char *const upstream_keys[] = {
+	"name", "url", "aliases", "prefix", "library_prefix", "auth",
+	"ca_file", "tls_verify", NULL
+};
+static const char *const auth_keys[] = { "username", "password", NULL };
+static const char *const log_keys[] = { "level", NULL };
+
+/* Writes a message into a caller's buffer, which may be absent. */
+static void __attribute__((format(printf, 3, 4)))
+seterr(char *err, size_t errlen, const char *fmt, ...)
+{
+	va_list	 ap;
+
+	if (err == NULL || errlen == 0)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(err, errlen, fmt, ap);
+	va_end(ap);
+}
+
+/*
+ * The text scanner.  It only ever runs over text jansson has accepted, so
+ * it can be simple; it still stops at the end of the buffer, whatever it
+ * finds, and reports failure rather than guess.
+ */
+
+/* Steps over one byte; columns count characters, not bytes, as jansson's. */
+static void
+scan_step(struct scan *s)
+{
+	if (s->p >= s->end)
+		return;
+	if (*s->p++ == '\n') {
+		s->line++;
+		s->col = 1;
+		return;
+	}
+	if (s->p < s->end && ((unsigned char)*s->p & 0xc0) == 0x80)
+		return;		/* inside a UTF-8 sequence */
+	s->col++;
+}
+
+/* Skips the white space JSON allows between tokens. */
+static void
+scan_ws(struct scan *s)
+{
+	while (s->p < s->end && (*s->p == ' ' || *s->p == '\t' ||
+	    *s->p == '\r' || *s->p == '\n'))
+		scan_step(s);
+}
+
+/* Returns where the string token at s->p ends (its closing quote). */
+static const char *
+scan_string_end(const struct scan *s)
+{
+	const char	*q = s->p + 1;
+
+	while (q < s->end && *q != '"') {
+		if (*q == '\\')
+			q++;
+		q++;
+	}
+	return q < s->end ? q : s->end;
+}
+
+/* Reads four hex digits of a \u escape; -1 when they are not there. */
+static long
+scan_hex4(const char *p, const char *end)
+{
+	long	 v = 0;
+	int	 i;
+
+	if (end - p < 4)
+		return -1;
+	for (i = 0; i < 4; i++) {
+		v <<= 4;
+		if (p[i] >= '0' && p[i] <= '9')
+			v |= p[i] - '0';
+		else if (p[i] >= 'a' && p[i] <= 'f')
+			v |= p[i] - 'a' + 10;
+		else if (p[i] >= 'A' && p[i] <= 'F')
+			v |= p[i] - 'A' + 10;
+		else
+			return -1;
+	}
+	return v;
+}
+
+/* Appends one code point as UTF-8. */
+static char *
+utf8_put(char *o, long cp)
+{
+	if (cp < 0x80)
+		*o++ = (char)cp;
+	else if (cp < 0x800) {
+		*o++ = (char)(0xc0 | (cp >> 6));
+		*o++ = (char)(0x80 | (cp & 0x3f));
+	} else if (cp < 0x10000) {
+		*o++ = (char)(0xe0 | (cp >> 12));
+		*o++ = (char)(0x80 | ((cp >> 6) & 0x3f));
+		*o++ = (char)(0x80 | (cp & 0x3f));
+	} else {
+		*o++ = (char)(0xf0 | (cp >> 18));
+		*o++ = (char)(0x80 | ((cp >> 12) & 0x3f));
+		*o++ = (char)(0x80 | ((cp >> 6) & 0x3f));
+		*o++ = (char)(0x80 | (cp & 0x3f));
+	}
+	return o;
+}
+
+/*
+ * Decodes the string token at s->p, steps over it and tells whether it
+ * equals key: member names may be written with escapes, jansson's are not.
+ */
+static int
+scan_key_is(struct scan *s, const char *key)
+{
+	const char	*q = scan_string_end(s), *r;
+	char		*buf, *o;
+	long		 cp, lo;
+	int		 match;
+
+	buf = o = xcalloc(1, (size_t)(q - s->p) + 1);
+	for (r = s->p + 1; r < q; ) {
+		if (*r != '\\') {
+			*o++ = *r++;
+			continue;
+		}
+		if (++r >= q)
+			break;
+		switch (*r) {
+		case 'b':
+			*o++ = '\b';
+			break;
+		case 'f':
+			*o++ = '\f';
+			break;
+		case 'n':
+			*o++ = '\n';
+			break;
+		case 'r':
+			*o++ = '\r';
+			break;
+		case 't':
+			*o++ = '\t';
+			break;
+		case 'u':
+			if ((cp = scan_hex4(r + 1, q)) == -1)
+				goto done;
+			r += 4;
+			if (cp >= 0xd800 && cp <= 0xdbff && q - r > 6 &&
+			    r[1] == '\\' && r[2] == 'u' &&
+			    (lo = scan_hex4(r + 3, q)) >= 0xdc00 &&
+			    lo <= 0xdfff) {
+				cp = 0x10000 + ((cp - 0xd800) << 10) +
+				    (lo - 0xdc00);
+				r += 6;
+			}
+			o = utf8_put(o, cp);
+			break;
+		default:
+			*o++ = *r;
+			break;
+		}
+		r++;
+	}
+ done:
+	*o = '\0';
+	match = strcmp(buf, key) == 0;
+	free(buf);
+	while (s->p < q)
+		scan_step(s);
+	scan_step(s);		/* the closing quote */
+	return match;
+}
+
+/* Steps over one whole value: a string, a container or a scalar. */
+static void
+scan_skip_value(struct scan *s)
+{
+	const char	*q;
+	int		 depth = 0;
+
+	if (s->p >= s->end)
+		return;
+	if (*s->p == '{' || *s->p == '[') {
+		do {
+			if (*s->p == '"') {
+				q = scan_string_end(s);
+				while (s->p < q)
+					scan_step(s);
+			} else if (*s->p == '{' || *s->p == '[')
+				depth++;
+			else if (*s->p == '}' || *s->p == ']')
+				depth--;
+			scan_step(s);
+		} while (s->p < s->end && depth > 0);
+		return;
+	}
+	if (*s->p == '"') {
+		q = scan_string_end(s);
+		while (s->p < q)
+			scan_step(s);
+		scan_step(s);
+		return;
+	}
+	while (s->p < s->end && *s->p != ',' && *s->p != '}' &&
+	    *s->p != ']' && *s->p != ' ' && *s->p != '\t' &&
+	    *s->p != '\r' && *s->p != '\n')
+		scan_step(s);
+}
+
+/*
+ * Finds where the value at a key path sits in the text: the member's name
+ * for an object member, the element itself for an array index, the first
+ * token for the empty path.  Returns 0, or -1 when the path is not there.
+ */
+static int
+scan_locate(const char *text, size_t len, const struct kseg *path, size_t n,
+    int *line, int *col)
+{
+	struct scan	 s;
+	size_t		 i, k;
+	int		 kl, kc, match;
+
+	s.p = text;
+	s.end = text + len;
+	s.line = 1;
+	s.col = 1;
+	scan_ws(&s);
+	for (i = 0; i < n; i++) {
+		if (path[i].key != NULL) {
+			if (s.p >= s.end || *s.p != '{')
+				return -1;
+			scan_step(&s);
+			for (;;) {
+				scan_ws(&s);
+				if (s.p >= s.end || *s.p != '"')
+					return -1;
+				kl = s.line;
+				kc = s.col;
+				match = scan_key_is(&s, path[i].key);
+				scan_ws(&s);
+				if (s.p >= s.end || *s.p != ':')
+					return -1;
+				scan_step(&s);
+				scan_ws(&s);
+				if (match) {
+					if (i + 1 == n) {
+						*line = kl;
+						*col = kc;
+						return 0;
+					}
+					break;
+				}
+				scan_skip_value(&s);
+				scan_ws(&s);
+				if (s.p >= s.end || *s.p != ',')
+					return -1;
+				scan_step(&s);
+			}
+		} else {
+			if (s.p >= s.end || *s.p != '[')
+				return -1;
+			scan_step(&s);
+			for (k = 0; ; k++) {
+				scan_ws(&s);
+				if (s.p >= s.end || *s.p == ']')
+					return -1;
+				if (k == path[i].index)
+					break;
+				scan_skip_value(&s);
+				scan_ws(&s);
+				if (s.p >= s.end || *s.p != ',')
+					return -1;
+				scan_step(&s);
+			}
+		}
+	}
+	*line = s.line;
+	*col = s.col;
+	return 0;
+}
+
+/*
+ * Key paths and parse errors.
+ */
+
+/* Descends into an object member. */
+static void
+kpath_key(struct pctx *c, const char *key)
+{
+	if (c->depth >= KPATH_MAX)
+		fatalx("%s: key path too deep", __func__);
+	c->path[c->depth].key = key;
+	c->path[c->depth].index = 0;
+	c->depth++;
+}
+
+/* Descends into an array element. */
+static void
+kpath_index(struct pctx *c, size_t index)
+{
+	if (c->depth >= KPATH_MAX)
+		fatalx("%s: key path too deep", __func__);
+	c->path[c->depth].key = NULL;
+	c->path[c->depth].index = index;
+	c->depth++;
+}
+
+/* Climbs back up one step. */
+static void
+kpath_pop(struct pctx *c)
+{
+	if (c->depth == 0)
+		fatalx("%s: key path empty", __func__);
+	c->depth--;
+}
+
+/* Spells the current path as "upstreams[1].auth.username". */
+static void
+kpath_format(const struct pctx *c, char *buf, size_t len)
+{
+	size_t		 i, n = 0;
+	const char	*k;
+	int		 w;
+
+	buf[0] = '\0';
+	for (i = 0; i < c->depth && n < len; i++) {
+		if (c->path[i].key == NULL) {
+			w = snprintf(buf + n, len - n, "[%zu]",
+			    c->path[i].index);
+			if (w < 0)
+				return;
+			n += (size_t)w;
+			continue;
+		}
+		if (i > 0 && n + 1 < len)
+			buf[n++] = '.';
+		/* Unknown keys are the user's text: keep control bytes out. */
+		for (k = c->path[i].key; *k != '\0' && n + 1 < len; k++)
+			buf[n++] = ((unsigned char)*k < 0x20 || *k == 0x7f) ?
+			    '?' : *k;
+		buf[n] = '\0';
+	}
+}
+
+/* Formats an error at the current key path, with the file's line:col. */
+static int __attribute__((format(printf, 2, 3)))
+cerr(struct pctx *c, const char *fmt, ...)
+{
+	va_list	 ap;
+	char	 msg[512], kp[256];
+	int	 line, col;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	kpath_format(c, kp, sizeof(kp));
+	if (scan_locate(c->text, c->len, c->path, c->depth, &line, &col) == 0)
+		seterr(c->err, c->errlen, "%s:%d:%d: %s%s%s", c->file, line,
+		    col, kp, kp[0] != '\0' ? ": " : "", msg);
+	else
+		seterr(c->err, c->errlen, "%s: %s%s%s", c->file, kp,
+		    kp[0] != '\0' ? ": " : "", msg);
+	return -1;
+}
+
+/* Names a JSON type for "expected X, got Y". */
+static const char *
+jtype(const json_t *v)
+{
+	switch (json_typeof(v)) {
+	case JSON_OBJECT:
+		return "an object";
+	case JSON_ARRAY:
+		return "an array";
+	case JSON_STRING:
+		return "a string";
+	case JSON_INTEGER:
+		return "an integer";
+	case JSON_REAL:
+		return "a real number";
+	case JSON_TRUE:
+	case JSON_FALSE:
+		return "a boolean";
+	case JSON_NULL:
+		return "null";
+	}
+	return "something else";
+}
+
+/* Refuses any member of an object that is not in a list. */
+static int
+check_keys(struct pctx *c, json_t *o, const char *const *allowed)
+{
+	const char	*key;
+	json_t		*v;
+	size_t		 i;
+
+	json_object_foreach(o, key, v) {
+		for (i = 0; allowed[i] != NULL; i++)
+			if (strcmp(key, allowed[i]) == 0)
+				break;
+		if (allowed[i] == NULL) {
+			kpath_key(c, key);
+			return cerr(c, "unknown key");
+		}
+	}
+	return 0;
+}
+
+/* Requires an object at the current path. */
+static int
+want_object(struct pctx *c, const json_t *v)
+{
+	if (!json_is_object(v))
+		return cerr(c, "expected an object, got %s", jtype(v));
+	return 0;
+}
+
+/* Requires a non-empty string at the current path. */
+static int
+want_string(struct pctx *c, const json_t *v, const char **out)
+{
+	if (!json_is_string(v))
+		return cerr(c, "expected a string, got %s", jtype(v));
+	if (json_string_length(v) == 0)
+		return cerr(c, "must not be empty");
+	*out = json_string_value(v);
+	return 0;
+}
+
+/* Requires a boolean at the current path. */
+static int
+want_bool(struct pctx *c, const json_t *v, int *out)
+{
+	if (!json_is_boolean(v))
+		return cerr(c, "expected a boolean, got %s", jtype(v));
+	*out = json_is_true(v);
+	return 0;
+}
+
+/*
+ * Syntax of the small things: ports, host names, addresses, prefixes.
+ */
+
+/* Parses a decimal port 1..65535 into a freshly allocated canonical form. */
+static int
+port_parse(const char *s, size_t n, char **out)
+{
+	long	 v = 0;
+	size_t	 i;
+
+	if (n == 0 || n > 5)
+		return -1;
+	for (i = 0; i < n; i++) {
+		if (s[i] < '0' || s[i] > '9')
+			return -1;
+		v = v * 10 + (s[i] - '0');
+	}
+	if (v < 1 || v > 65535)
+		return -1;
+	xasprintf(out, "%ld", v);
+	return 0;
+}
+
+/* Is this a plausible DNS name or IPv4 literal? */
+static int
+hostname_valid(const char *s, size_t n)
+{
+	size_t	 i;
+
+	if (n == 0 || n > HOST_NAME_MAX_LEN)
+		return 0;
+	for (i = 0; i < n; i++) {
+		if (!((s[i] >= 'a' && s[i] <= 'z') ||
+		    (s[i] >= 'A' && s[i] <= 'Z') ||
+		    (s[i] >= '0' && s[i] <= '9') ||
+		    s[i] == '.' || s[i] == '-' || s[i] == '_'))
+			return 0;
+	}
+	return 1;
+}
+
+/* Frees the parts of a split host:port. */
+static void
+hostport_clear(struct hostport *hp)
+{
+	free(hp->host);
+	free(hp->port);
+	memset(hp, 0, sizeof(*hp));
+}
+
+/*
+ * Splits "host", "host:port", "[v6]" or "[v6]:port" (and ":port" with
+ * HP_ANY_HOST); the host comes back lower-cased.  Messages go to err.
+ */
+static int
+hostport_parse(const char *s, int flags, struct hostport *hp, char *err,
+    size_t errlen)
+{
+	char		 v6buf[INET6_ADDRSTRLEN];
+	struct in6_addr	 in6;
+	const char	*host, *port = NULL, *close, *colon;
+	size_t		 hostlen, i;
+
+	memset(hp, 0, sizeof(*hp));
+	if (s[0] == '[') {
+		if ((close = strchr(s, ']')) == NULL) {
+			seterr(err, errlen, "missing ']' after IPv6 address");
+			return -1;
+		}
+		host = s + 1;
+		hostlen = (size_t)(close - host);
+		if (hostlen == 0 || hostlen >= sizeof(v6buf)) {
+			seterr(err, errlen, "invalid IPv6 address");
+			return -1;
+		}
+		memcpy(v6buf, host, hostlen);
+		v6buf[hostlen] = '\0';
+		if (inet_pton(AF_INET6, v6buf, &in6) != 1) {
+			seterr(err, errlen, "invalid IPv6 address");
+			return -1;
+		}
+		if (close[1] == ':')
+			port = close + 2;
+		else if (close[1] != '\0') {
+			seterr(err, errlen, "unexpected characters after ']'");
+			return -1;
+		}
+		hp->v6 = 1;
+	} else {
+		host = s;
+		if ((colon = strchr(s, ':')) != NULL) {
+			if (strchr(colon + 1, ':') != NULL) {
+				seterr(err, errlen, "an IPv6 address must be "
+				    "written in brackets, as [::1]:5000");
+				return -1;
+			}
+			hostlen = (size_t)(colon - s);
+			port = colon + 1;
+		} else
+			hostlen = strlen(s);
+		if (hostlen == 0 && !(flags & HP_ANY_HOST)) {
+			seterr(err, errlen, "missing host name");
+			return -1;
+		}
+		if (hostlen > 0 && !hostname_valid(host, hostlen)) {
+			seterr(err, errlen, "invalid host name");
+			return -1;
+		}
+	}
+	if (port == NULL && (flags & HP_NEED_PORT)) {
+		seterr(err, errlen, "missing port (write host:port)");
+		return -1;
+	}
+	if (port != NULL && port_parse(port, strlen(port), &hp->port) == -1) {
+		seterr(err, errlen, "port must be a number from 1 to 65535");
+		return -1;
+	}
+	if (hostlen == 0)
+		hp->host = xstrdup(LISTEN_ANY_HOST);
+	else {
+		hp->host = xstrndup(host, hostlen);
+		for (i = 0; i < hostlen; i++)
+			if (hp->host[i] >= 'A' && hp->host[i] <= 'Z')
+				hp->host[i] = (char)(hp->host[i] - 'A' + 'a');
+	}
+	return 0;
+}
+
+/* Joins a split host:port back together, brackets and all. */
+static char *
+hostport_join(const struct hostport *hp)
+{
+	char	*s;
+
+	xasprintf(&s, "%s%s%s%s%s", hp->v6 ? "[" : "", hp->host,
+	    hp->v6 ? "]" : "", hp->port != NULL ? ":" : "",
+	    hp->port != NULL ? hp->port : "");
+	return s;
+}
+
+/* Is c one of [a-z0-9]? */
+static int
+prefix_alnum(char c)
+{
+	return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9');
+}
+
+/*
+ * Does s follow the distribution spec's name grammar: components of
+ * [a-z0-9]+((\.|_|__|-+)[a-z0-9]+)* separated by '/'?
+ */
+static int
+prefix_valid(const char *s)
+{
+	const char	*p = s;
+
+	if (strlen(s) > PREFIX_MAX_LEN)
+		return 0;
+	for (;;) {
+		if (!prefix_alnum(*p))
+			return 0;
+		while (prefix_alnum(*p))
+			p++;
+		while (*p == '.' || *p == '_' || *p == '-') {
+			if (*p == '.')
+				p++;
+			else if (*p == '_') {
+				if (*++p == '_')
+					p++;
+			} else
+				while (*p == '-')
+					p++;
+			if (!prefix_alnum(*p))
+				return 0;
+			while (prefix_alnum(*p))
+				p++;
+		}
+		if (*p == '\0')
+			return 1;
+		if (*p++ != '/')
+			return 0;
+	}
+}
+
+/* Is one prefix the other, or inside it at a '/'? */
+static int
+prefix_overlaps(const char *a, const char *b)
+{
+	size_t	 la = strlen(a), lb = strlen(b);
+
+	if (la > lb)
+		return prefix_overlaps(b, a);
+	return strncmp(a, b, la) == 0 && (b[la] == '\0' || b[la] == '/');
+}
+
+/* Is an upstream name made of [A-Za-z0-9._-], 1 to 64 of them? */
+static int
+upstream_name_valid(const char *s)
+{
+	size_t	 n = strlen(s);
+
+	return n >= 1 && n <= UPSTREAM_NAME_MAX &&
+	    strspn(s, UPSTREAM_NAME_CHARS) == n;
+}
+
+/*
+ * Freeing.
+ */
+
+/* Frees what one listener owns. */
+static void
+listen_clear(struct listen_cfg *l)
+{
+	free(l->address);
+	free(l->host);
+	free(l->port);
+	free(l->cert_file);
+	free(l->key_file);
+	memset(l, 0, sizeof(*l));
+}
+
+/* Frees an array of listeners, filled or not. */
+static void
+listens_free(struct listen_cfg *ls, size_t n)
+{
+	size_t	 i;
+
+	for (i = 0; i < n && ls != NULL; i++)
+		listen_clear(&ls[i]);
+	free(ls);
+}
+
+/* Frees what one upstream owns; the password is wiped first. */
+static void
+upstream_clear(struct upstream_cfg *u)
+{
+	size_t	 i;
+
+	free(u->name);
+	free(u->url);
+	free(u->host);
+	free(u->port);
+	free(u->hostport);
+	free(u->base_path);
+	for (i = 0; i < u->naliases; i++)
+		free(u->aliases[i]);
+	free(u->aliases);
+	free(u->prefix);
+	free(u->username);
+	if (u->password != NULL) {
+		explicit_bzero(u->password, strlen(u->password));
+		free(u->password);
+	}
+	free(u->ca_file);
+	memset(u, 0, sizeof(*u));
+}
+
+/* Frees an array of upstreams, filled or not. */
+static void
+upstreams_free(struct upstream_cfg *us, size_t n)
+{
+	size_t	 i;
+
+	for (i = 0; i < n && us != NULL; i++)
+		upstream_clear(&us[i]);
+	free(us);
+}
+
+/* Frees a configuration, including one a parser gave up on half way. */
+void
+config_free(struct config *cf)
+{
+	if (cf == NULL)
+		return;
+	free(cf->path);
+	listens_free(cf->listens, cf->nlistens);
+	upstreams_free(cf->upstreams, cf->nupstreams);
+	free(cf->data_dir);
+	free(cf);
+}
+
+/*
+ * Building blocks shared by the defaults, the file and the overrides.
+ */
+
+/* Fills a plain listener from "host:port", "[v6]:port" or ":port". */
+static int
+listen_set(struct listen_cfg *l, const char *addr, char *err, size_t errlen)
+{
+	struct hostport	 hp;
+
+	if (hostport_parse(addr, HP_NEED_PORT | HP_ANY_HOST, &hp, err,
+	    errlen) == -1)
+		return -1;
+	l->address = xstrdup(addr);
+	l->host = hp.host;
+	l->port = hp.port;
+	return 0;
+}
+
+/* Adds an alias (already normalised) to an upstream. */
+static void
+upstream_add_alias(struct upstream_cfg *u, const char *alias)
+{
+	char	**a;
+
+	a = xcalloc(u->naliases + 1, sizeof(*a));
+	if (u->naliases > 0)
+		memcpy(a, u->aliases, u->naliases * sizeof(*a));
+	a[u->naliases++] = xstrdup(alias);
+	free(u->aliases);
+	u->aliases = a;
+}
+
+/* Does an upstream answer to this (normalised) alias? */
+static int
+upstream_has_alias(const struct upstream_cfg *u, const char *alias)
+{
+	size_t	 i;
+
+	for (i = 0; i < u->naliases; i++)
+		if (strcmp(u->aliases[i], alias) == 0)
+			return 1;
+	return 0;
+}
+
+/* Docker Hub's short names need "library/": is this upstream Docker Hub? */
+static int
+upstream_is_docker_hub(const struct upstream_cfg *u)
+{
+	return strcmp(u->host, DOCKER_HUB_HOST) == 0 ||
+	    upstream_has_alias(u, DOCKER_HUB_ALIAS);
+}
+
+/*
+ * Parses an upstream URL into cfg's tls, host, port, hostport and
+ * base_path.  Only http and https, no user info, query or fragment.  The
+ * URL itself is never copied into a message: it may hold a password.
+ */
+int
+config_parse_url(const char *url, struct upstream_cfg *cfg, char *err,
+    size_t errlen)
+{
+	struct hostport	 hp;
+	const char	*p, *path;
+	char		*authority;
+	size_t		 n, i;
+	int		 tls;
+
+	memset(&hp, 0, sizeof(hp));
+	if (strncasecmp(url, "https://", 8) == 0) {
+		tls = 1;
+		p = url + 8;
+	} else if (strncasecmp(url, "http://", 7) == 0) {
+		tls = 0;
+		p = url + 7;
+	} else {
+		seterr(err, errlen, "scheme must be http or https");
+		return -1;
+	}
+	n = strcspn(p, "/?#");
+	if (memchr(p, '@', n) != NULL) {
+		seterr(err, errlen, "user information is not allowed in the "
+		    "URL (use \"auth\")");
+		return -1;
+	}
+	if (n == 0) {
+		seterr(err, errlen, "missing host name");
+		return -1;
+	}
+	path = p + n;
+	if (strpbrk(path, "?#") != NULL) {
+		seterr(err, errlen, "a query or fragment is not allowed in "
+		    "the URL");
+		return -1;
+	}
+	for (i = 0; path[i] != '\0'; i++) {
+		if ((unsigned char)path[i] <= 0x20 || path[i] == 0x7f) {
+			seterr(err, errlen, "the URL path must not contain "
+			    "spaces or control characters");
+			return -1;
+		}
+	}
+	authority = xstrndup(p, n);
+	if (hostport_parse(authority, 0, &hp, err, errlen) == -1) {
+		free(authority);
+		return -1;
+	}
+	free(authority);
+
+	/* Everything checked: replace what cfg had. */
+	n = strlen(path);
+	while (n > 0 && path[n - 1] == '/')
+		n--;
+	free(cfg->hostport);
+	cfg->hostport = hostport_join(&hp);
+	free(cfg->base_path);
+	cfg->base_path = xstrndup(path, n);
+	free(cfg->host);
+	cfg->host = hp.host;
+	free(cfg->port);
+	cfg->port = hp.port != NULL ? hp.port : xstrdup(tls ? "443" : "80");
+	cfg->tls = tls;
+	return 0;
+}
+
+/*
+ * Fills an upstream from nothing but a URL (the -u flag and its variable):
+ * named after its host, answering to its host, Docker Hub's names added
+ * when it is Docker Hub.
+ */
+static int
+upstream_from_url(struct upstream_cfg *u, const char *url, char *err,
+    size_t errlen)
+{
+	size_t	 i;
+
+	memset(u, 0, sizeof(*u));
+	if (config_parse_url(url, u, err, errlen) == -1)
+		goto fail;
+	u->url = xstrdup(url);
+	/* An IPv6 host has ':' in it, which a name may not. */
+	u->name = xstrndup(u->host, UPSTREAM_NAME_MAX);
+	for (i = 0; u->name[i] != '\0'; i++)
+		if (strchr(UPSTREAM_NAME_CHARS, u->name[i]) == NULL)
+			u->name[i] = '-';
+	upstream_add_alias(u, u->hostport);
+	if (strcmp(u->host, DOCKER_HUB_HOST) == 0) {
+		if (!upstream_has_alias(u, DOCKER_HUB_ALIAS))
+			upstream_add_alias(u, DOCKER_HUB_ALIAS);
+		if (!upstream_has_alias(u, DOCKER_HUB_INDEX))
+			upstream_add_alias(u, DOCKER_HUB_INDEX);
+	}
+	u->library_prefix = upstream_is_docker_hub(u);
+	u->tls_verify = 1;
+	return 0;
+
+ fail:
+	upstream_clear(u);
+	return -1;
+}
+
+/* The configuration used when there is no file: Docker Hub on loopback. */
+struct config *
+config_default(void)
+{
+	struct config		*cf;
+	struct upstream_cfg	*u;
+
+	cf = xcalloc(1, sizeof(*cf));
+	cf->listens = xcalloc(1, sizeof(*cf->listens));
+	cf->nlistens = 1;
+	if (listen_set(&cf->listens[0], DEFAULT_LISTEN, NULL, 0) == -1)
+		fatalx("%s: bad DEFAULT_LISTEN", __func__);
+	cf->data_dir = xstrdup(DEFAULT_DATA_DIR);
+
+	cf->upstreams = xcalloc(1, sizeof(*cf->upstreams));
+	cf->nupstreams = 1;
+	u = &cf->upstreams[0];
+	if (config_parse_url(DEFAULT_UPSTREAM_URL, u, NULL, 0) == -1)
+		fatalx("%s: bad DEFAULT_UPSTREAM_URL", __func__);
+	u->name = xstrdup(DEFAULT_UPSTREAM_NAME);
+	u->url = xstrdup(DEFAULT_UPSTREAM_URL);
+	upstream_add_alias(u, DOCKER_HUB_ALIAS);
+	upstream_add_alias(u, DOCKER_HUB_INDEX);
+	u->library_prefix = 1;
+	u->tls_verify = 1;
+	cf->default_upstream = 0;
+
+	cf->connect_timeout_ms = DEFAULT_CONNECT_TIMEOUT_MS;
+	cf->first_byte_timeout_ms = DEFAULT_FIRST_BYTE_TIMEOUT_MS;
+	cf->idle_timeout_ms = DEFAULT_IDLE_TIMEOUT_MS;
+	cf->client_timeout_ms = DEFAULT_CLIENT_TIMEOUT_MS;
+	cf->max_connections = DEFAULT_MAX_CONNECTIONS;
+	cf->max_header_bytes = DEFAULT_MAX_HEADER_BYTES;
+	cf->max_redirects = DEFAULT_MAX_REDIRECTS;
+	cf->log_level = LOG_LEVEL_INFO;
+	return cf;
+}
+
+/*
+ * The file, section by section.  On error each parser returns -1 with the
+ * key path still pointing at the culprit; nothing pops after a failure.
+ */
+
+/* Parses "tls": {"certificate", "key"}, both or neither, into a listener. */
+static int
+parse_listen_tls(struct pctx *c, json_t *v, struct listen_cfg *l)
+{
+	json_t		*cert, *key;
+	const char	*s;
+
+	if (json_is_null(v))
+		return 0;
+	if (want_object(c, v) == -1 || check_keys(c, v, tls_keys) == -1)
+		return -1;
+	cert = json_object_get(v, "certificate");
+	key = json_object_get(v, "key");
+	if ((cert == NULL) != (key == NULL))
+		return cerr(c, "\"certificate\" and \"key\" go together: "
+		    "give both or neither");
+	if (cert == NULL)
+		return 0;
+	kpath_key(c, "certificate");
+	if (want_string(c, cert, &s) == -1)
+		return -1;
+	l->cert_file = xstrdup(s);
+	kpath_pop(c);
+	kpath_key(c, "key");
+	if (want_string(c, key, &s) == -1)
+		return -1;
+	l->key_file = xstrdup(s);
+	kpath_pop(c);
+	return 0;
+}
+
+/* Parses one element of "listen": a string, or {address, tls}. */
+static int
+parse_listen(struct pctx *c, json_t *v, struct listen_cfg *l)
+{
+	char		 msg[256];
+	const char	*s;
+	json_t		*addr, *tls;
+
+	if (json_is_string(v)) {
+		if (want_string(c, v, &s) == -1)
+			return -1;
+		if (listen_set(l, s, msg, sizeof(msg)) == -1)
+			return cerr(c, "listen address \"%s\": %s", s, msg);
+		return 0;
+	}
+	if (!json_is_object(v))
+		return cerr(c, "expected a string or an object, got %s",
+		    jtype(v));
+	if (check_keys(c, v, listen_keys) == -1)
+		return -1;
+	if ((addr = json_object_get(v, "address")) == NULL)
+		return cerr(c, "missing key \"address\"");
+	kpath_key(c, "address");
+	if (want_string(c, addr, &s) == -1)
+		return -1;
+	if (listen_set(l, s, msg, sizeof(msg)) == -1)
+		return cerr(c, "listen address \"%s\": %s", s, msg);
+	kpath_pop(c);
+	if ((tls = json_object_get(v, "tls")) != NULL) {
+		kpath_key(c, "tls");
+		if (parse_listen_tls(c, tls, l) == -1)
+			return -1;
+		kpath_pop(c);
+	}
+	return 0;
+}
+
+/* Parses "listen": a non-empty array of distinct addresses. */
+static int
+parse_listens(struct pctx *c, json_t *v, struct config *cf)
+{
+	struct listen_cfg	*ls = NULL;
+	size_t			 i, j, n;
+
+	if (!json_is_array(v))
+		return cerr(c, "expected an array, got %s", jtype(v));
+	if ((n = json_array_size(v)) == 0)
+		return cerr(c, "at least one address is required");
+	ls = xcalloc(n, sizeof(*ls));
+	for (i = 0; i < n; i++) {
+		kpath_index(c, i);
+		if (parse_listen(c, json_array_get(v, i), &ls[i]) == -1)
+			goto fail;
+		for (j = 0; j < i; j++) {
+			if (strcmp(ls[i].host, ls[j].host) == 0 &&
+			    strcmp(ls[i].port, ls[j].port) == 0) {
+				cerr(c, "address \"%s\" is already listed "
+				    "as listen[%zu]", ls[i].address, j);
+				goto fail;
+			}
+		}
+		kpath_pop(c);
+	}
+	listens_free(cf->listens, cf->nlistens);
+	cf->listens = ls;
+	cf->nlistens = n;
+	return 0;
+
+ fail:
+	listens_free(ls, n);
+	return -1;
+}
+
+/* Parses "aliases": host names, lower-cased, no repeats. */
+static int
+parse_aliases(struct pctx *c, json_t *v, struct upstream_cfg *u)
+{
+	struct hostport	 hp;
+	char		 msg[256], *alias;
+	const char	*s;
+	size_t		 i;
+
+	if (!json_is_array(v))
+		return cerr(c, "expected an array, got %s", jtype(v));
+	for (i = 0; i < json_array_size(v); i++) {
+		kpath_index(c, i);
+		if (want_string(c, json_array_get(v, i), &s) == -1)
+			return -1;
+		if (hostport_parse(s, 0, &hp, msg, sizeof(msg)) == -1)
+			return cerr(c, "alias \"%s\": %s", s, msg);
+		alias = hostport_join(&hp);
+		hostport_clear(&hp);
+		if (upstream_has_alias(u, alias)) {
+			cerr(c, "alias \"%s\" is listed twice", alias);
+			free(alias);
+			return -1;
+		}
+		upstream_add_alias(u, alias);
+		free(alias);
+		kpath_pop(c);
+	}
+	return 0;
+}
+
+/* Parses "auth": null for anonymous, or {username, password}. */
+static int
+parse_auth(struct pctx *c, json_t *v, struct upstream_cfg *u)
+{
+	json_t		*user, *pass;
+	const char	*s;
+
+	if (json_is_null(v))
+		return 0;
+	if (!json_is_object(v))
+		return cerr(c, "expected an object or null, got %s", jtype(v));
+	if (check_keys(c, v, auth_keys) == -1)
+		return -1;
+	if ((user = json_object_get(v, "username")) == NULL)
+		return cerr(c, "missing key \"username\"");
+	if ((pass = json_object_get(v, "password")) == NULL)
+		return cerr(c, "missing key \"password\"");
+	kpath_key(c, "username");
+	if (want_string(c, user, &s) == -1)
+		return -1;
+	u->username = xstrdup(s);
+	kpath_pop(c);
+	/* want_string() never shows the value, so the password stays put. */
+	kpath_key(c, "password");
+	if (want_string(c, pass, &s) == -1)
+		return -1;
+	u->password = xstrdup(s);
+	kpath_pop(c);
+	return 0;
+}
+
+/* Parses one element of "upstreams" into u. */
+static int
+parse_upstream(struct pctx *c, json_t *o, struct upstream_cfg *u)
+{
+	char		 msg[256];
+	const char	*s;
+	json_t		*v;
+
+	if (want_object(c, o) == -1 || check_keys(c, o, upstream_keys) == -1)
+		return -1;
+	u->tls_verify = 1;
+
+	if ((v = json_object_get(o, "name")) == NULL)
+		return cerr(c, "missing key \"name\"");
+	kpath_key(c, "name");
+	if (want_string(c, v, &s) == -1)
+		return -1;
+	if (!upstream_name_valid(s))
+		return cerr(c, "name \"%s\" must be 1 to %d of "
+		    "A-Z a-z 0-9 . _ -", s, UPSTREAM_NAME_MAX);
+	u->name = xstrdup(s);
+	kpath_pop(c);
+
+	if ((v = json_object_get(o, "url")) == NULL)
+		return cerr(c, "missing key \"url\"");
+	kpath_key(c, "url");
+	if (want_string(c, v, &s) == -1)
+		return -1;
+	if (config_parse_url(s, u, msg, sizeof(msg)) == -1)
+		return cerr(c, "%s", msg);
+	u->url = xstrdup(s);
+	kpath_pop(c);
+
+	if ((v = json_object_get(o, "aliases")) != NULL) {
+		kpath_key(c, "aliases");
+		if (parse_aliases(c, v, u) == -1)
+			return -1;
+		kpath_pop(c);
+	}
+
+	if ((v = json_object_get(o, "prefix")) != NULL && !json_is_null(v)) {
+		kpath_key(c, "prefix");
+		if (!json_is_string(v))
+			return cerr(c, "expected a string or null, got %s",
+			    jtype(v));
+		s = json_string_value(v);
+		if (!prefix_valid(s))
+			return cerr(c, "prefix \"%s\" is not a repository "
+			    "name: lower-case components ([a-z0-9] joined by "
+			    ". _ __ or -) separated by '/'", s);
+		u->prefix = xstrdup(s);
+		kpath_pop(c);
+	}
+
+	if ((v = json_object_get(o, "auth")) != NULL) {
+		kpath_key(c, "auth");
+		if (parse_auth(c, v, u) == -1)
+			return -1;
+		kpath_pop(c);
+	}
+
+	if ((v = json_object_get(o, "ca_file")) != NULL && !json_is_null(v)) {
+		kpath_key(c, "ca_file");
+		if (want_string(c, v, &s) == -1)
+			return -1;
+		u->ca_file = xstrdup(s);
+		kpath_pop(c);
+	}
+
+	if ((v = json_object_get(o, "tls_verify")) != NULL) {
+		kpath_key(c, "tls_verify");
+		if (want_bool(c, v, &u->tls_verify) == -1)
+			return -1;
+		kpath_pop(c);
+	}
+
+	/* Last: the default depends on the URL and the aliases. */
+	if ((v = json_object_get(o, "library_prefix")) != NULL) {
+		kpath_key(c, "library_prefix");
+		if (want_bool(c, v, &u->library_prefix) == -1)
+			return -1;
+		kpath_pop(c);
+	} else
+		u->library_prefix = upstream_is_docker_hub(u);
+	return 0;
+}
+
+/* Points the path at the member of upstreams[i] that holds a host name. */
+static void
+kpath_route_name(struct pctx *c, size_t i, const struct upstream_cfg *u,
+    const char *name)
+{
+	size_t	 k;
+
+	kpath_index(c, i);
+	for (k = 0; k < u->naliases; k++) {
+		if (strcmp(u->aliases[k], name) == 0) {
+			kpath_key(c, "aliases");
+			kpath_index(c, k);
+			return;
+		}
+	}
+	kpath_key(c, "url");
+}
+
+/*
+ * Checks upstreams[i] against the ones before it: names, prefixes and the
+ * host names it answers to (its URL's host:port and its aliases) must not
+ * collide, or a request could not tell where to go.
+ */
+static int
+check_upstream_clash(struct pctx *c, struct upstream_cfg *us, size_t i)
+{
+	struct upstream_cfg	*u = &us[i], *o;
+	const char		*name;
+	size_t			 j, k;
+
+	for (j = 0; j < i; j++) {
+		o = &us[j];
+		if (strcmp(u->name, o->name) == 0) {
+			kpath_index(c, i);
+			kpath_key(c, "name");
+			return cerr(c, "upstream name \"%s\" is already used "
+			    "by upstreams[%zu]", u->name, j);
+		}
+		if (u->prefix != NULL && o->prefix != NULL &&
+		    prefix_overlaps(u->prefix, o->prefix)) {
+			kpath_index(c, i);
+			kpath_key(c, "prefix");
+			if (strcmp(u->prefix, o->prefix) == 0)
+				return cerr(c, "prefix \"%s\" is already used "
+				    "by upstream \"%s\"", u->prefix, o->name);
+			return cerr(c, "prefix \"%s\" overlaps prefix \"%s\" "
+			    "of upstream \"%s\"", u->prefix, o->prefix,
+			    o->name);
+		}
+		for (k = 0; k <= u->naliases; k++) {
+			name = k < u->naliases ? u->aliases[k] : u->hostport;
+			if (strcmp(name, o->hostport) == 0 ||
+			    upstream_has_alias(o, name)) {
+				kpath_route_name(c, i, u, name);
+				return cerr(c, "host \"%s\" already routes to "
+				    "upstream \"%s\"", name, o->name);
+			}
+		}
+	}
+	return 0;
+}
+
+/* Parses "upstreams": a non-empty array whose members do not collide. */
+static int
+parse_upstreams(struct pctx *c, json_t *v, struct config *cf)
+{
+	struct upstream_cfg	*us;
+	size_t			 i, n;
+
+	if (!json_is_array(v))
+		return cerr(c, "expected an array, got %s", jtype(v));
+	if ((n = json_array_size(v)) == 0)
+		return cerr(c, "at least one upstream is required");
+	us = xcalloc(n, sizeof(*us));
+	for (i = 0; i < n; i++) {
+		kpath_index(c, i);
+		if (parse_upstream(c, json_array_get(v, i), &us[i]) == -1)
+			goto fail;
+		kpath_pop(c);
+		if (check_upstream_clash(c, us, i) == -1)
+			goto fail;
+	}
+	upstreams_free(cf->upstreams, cf->nupstreams);
+	cf->upstreams = us;
+	cf->nupstreams = n;
+	return 0;
+
+ fail:
+	upstreams_free(us, n);
+	return -1;
+}
+
+/* Parses "default_upstream": a name, or null for none. */
+static int
+parse_default_upstream(struct pctx *c, json_t *v, struct config *cf)
+{
+	const char	*s;
+	size_t		 i;
+
+	if (json_is_null(v)) {
+		cf->default_upstream = -1;
+		return 0;
+	}
+	if (!json_is_string(v))
+		return cerr(c, "expected a string or null, got %s", jtype(v));
+	s = json_string_value(v);
+	for (i = 0; i < cf->nupstreams; i++) {
+		if (strcmp(cf->upstreams[i].name, s) == 0) {
+			cf->default_upstream = (int)i;
+			return 0;
+		}
+	}
+	return cerr(c, "no upstream is named \"%s\"", s);
+}
+
+/* Parses a section of numbers ("timeouts", "limits") against its table. */
+static int
+parse_numbers(struct pctx *c, json_t *o, const struct num_opt *opts,
+    struct config *cf)
+{
+	const struct num_opt	*opt;
+	const char		*key;
+	json_t			*v;
+	double			 d;
+	long long		 n;
+
+	if (want_object(c, o) == -1)
+		return -1;
+	json_object_foreach(o, key, v) {
+		for (opt = opts; opt->name != NULL; opt++)
+			if (strcmp(opt->name, key) == 0)
+				break;
+		kpath_key(c, key);
+		if (opt->name == NULL)
+			return cerr(c, "unknown key");
+		if (opt->seconds) {
+			if (!json_is_number(v))
+				return cerr(c, "expected a number of "
+				    "seconds, got %s", jtype(v));
+			d = json_number_value(v);
+			if (d <= 0)
+				return cerr(c, "must be a positive number "
+				    "of seconds");
+			if (d > (double)opt->max)
+				return cerr(c, "must be at most %lld seconds",
+				    opt->max);
+			n = (long long)(d * 1000.0 + 0.5);
+			if (n < 1)
+				return cerr(c, "must be at least 0.001 "
+				    "seconds");
+		} else {
+			if (!json_is_integer(v))
+				return cerr(c, "expected an integer, got %s",
+				    jtype(v));
+			n = json_integer_value(v);
+			if (n < opt->min || n > opt->max)
+				return cerr(c, "must be an integer from %lld "
+				    "to %lld", opt->min, opt->max);
+		}
+		*(int *)(void *)((char *)cf + opt->off) = (int)n;
+		kpath_pop(c);
+	}
+	return 0;
+}
+
+/* Parses "log": {"level"}. */
+static int
+parse_log(struct pctx *c, json_t *o, struct config *cf)
+{
+	const char	*s;
+	json_t		*v;
+
+	if (want_object(c, o) == -1 || check_keys(c, o, log_keys) == -1)
+		return -1;
+	if ((v = json_object_get(o, "level")) != NULL) {
+		kpath_key(c, "level");
+		if (want_string(c, v, &s) == -1)
+			return -1;
+		if (log_level_parse(s, &cf->log_level) == -1)
+			return cerr(c, "level \"%s\" must be one of error, "
+			    "warn, info, debug", s);
+		kpath_pop(c);
+	}
+	return 0;
+}
+
+/* Parses the top-level object over the defaults already in cf. */
+static int
+parse_root(struct pctx *c, json_t *root, struct config *cf)
+{
+	const char	*s;
+	json_t		*v;
+
+	if (!json_is_object(root))
+		return cerr(c, "the top level must be an object, not %s",
+		    jtype(root));
+	if (check_keys(c, root, root_keys) == -1)
+		return -1;
+	if ((v = json_object_get(root, "listen")) != NULL) {
+		kpath_key(c, "listen");
+		if (parse_listens(c, v, cf) == -1)
+			return -1;
+		kpath_pop(c);
+	}
+	if ((v = json_object_get(root, "data_dir")) != NULL) {
+		kpath_key(c, "data_dir");
+		if (want_string(c, v, &s) == -1)
+			return -1;
+		free(cf->data_dir);
+		cf->data_dir = xstrdup(s);
+		kpath_pop(c);
+	}
+	if ((v = json_object_get(root, "upstreams")) != NULL) {
+		kpath_key(c, "upstreams");
+		if (parse_upstreams(c, v, cf) == -1)
+			return -1;
+		kpath_pop(c);
+	}
+	/* After the upstreams, whatever the order in the file. */
+	if ((v = json_object_get(root, "default_upstream")) != NULL) {
+		kpath_key(c, "default_upstream");
+		if (parse_default_upstream(c, v, cf) == -1)
+			return -1;
+		kpath_pop(c);
+	}
+	if ((v = json_object_get(root, "timeouts")) != NULL) {
+		kpath_key(c, "timeouts");
+		if (parse_numbers(c, v, timeout_opts, cf) == -1)
+			return -1;
+		kpath_pop(c);
+	}
+	if ((v = json_object_get(root, "limits")) != NULL) {
+		kpath_key(c, "limits");
+		if (parse_numbers(c, v, limit_opts, cf) == -1)
+			return -1;
+		kpath_pop(c);
+	}
+	if ((v = json_object_get(root, "log")) != NULL) {
+		kpath_key(c, "log");
+		if (parse_log(c, v, cf) == -1)
+			return -1;
+		kpath_pop(c);
+	}
+	return 0;
+}
+
+/* Reads a whole (small, regular) file into memory. */
+static int
+read_file(const char *path, char **out, size_t *outlen, char *err,
+    size_t errlen)
+{
+	struct stat	 st;
+	char		*buf = NULL;
+	size_t		 len = 0;
+	ssize_t		 r;
+	int		 fd;
+
+	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) == -1) {
+		seterr(err, errlen, "%s: %s", path, strerror(errno));
+		return -1;
+	}
+	if (fstat(fd, &st) == -1) {
+		seterr(err, errlen, "%s: %s", path, strerror(errno));
+		goto fail;
+	}
+	if (!S_ISREG(st.st_mode)) {
+		seterr(err, errlen, "%s: not a regular file", path);
+		goto fail;
+	}
+	if (st.st_size > CONFIG_FILE_MAX) {
+		seterr(err, errlen, "%s: larger than %d bytes", path,
+		    CONFIG_FILE_MAX);
+		goto fail;
+	}
+	buf = xcalloc(1, (size_t)st.st_size + 1);
+	while (len < (size_t)st.st_size) {
+		r = read(fd, buf + len, (size_t)st.st_size - len);
+		if (r == -1 && errno == EINTR)
+			continue;
+		if (r == -1) {
+			seterr(err, errlen, "%s: %s", path, strerror(errno));
+			goto fail;
+		}
+		if (r == 0)
+			break;
+		len += (size_t)r;
+	}
+	close(fd);
+	*out = buf;
+	*outlen = len;
+	return 0;
+
+ fail:
+	free(buf);
+	close(fd);
+	return -1;
+}
+
+/*
+ * Loads a file over the defaults.  NULL with err set on any error; each
+ * message names the file, line and column, and the key path.
+ */
+struct config *
+config_load(const char *path, char *err, size_t errlen)
+{
+	struct pctx	 c;
+	struct config	*cf = NULL;
+	json_error_t	 jerr;
+	json_t		*root = NULL;
+	char		*text = NULL, *near;
+	size_t		 len;
+
+	if (read_file(path, &text, &len, err, errlen) == -1)
+		return NULL;
+	if ((root = json_loadb(text, len, JSON_REJECT_DUPLICATES,
+	    &jerr)) == NULL) {
+		/*
+		 * jansson quotes the token it choked on, which may be a
+		 * password: keep the quote only when it is punctuation or
+		 * the member name of a duplicate.
+		 */
+		if ((near = strstr(jerr.text, " near '")) != NULL &&
+		    strncmp(jerr.text, "duplicate object key", 20) != 0 &&
+		    !(near[7] != '\0' && strchr("{}[],:", near[7]) != NULL &&
+		    near[8] == '\'' && near[9] == '\0'))
+			*near = '\0';
+		if (jerr.line > 0)
+			seterr(err, errlen, "%s:%d:%d: %s", path, jerr.line,
+			    jerr.column, jerr.text);
+		else
+			seterr(err, errlen, "%s: %s", path, jerr.text);
+		goto fail;
+	}
+	cf = config_default();
+	cf->path = xstrdup(path);
+	memset(&c, 0, sizeof(c));
+	c.file = path;
+	c.text = text;
+	c.len = len;
+	c.err = err;
+	c.errlen = errlen;
+	if (parse_root(&c, root, cf) == -1)
+		goto fail;
+	json_decref(root);
+	free(text);
+	return cf;
+
+ fail:
+	config_free(cf);
+	json_decref(root);
+	free(text);
+	return NULL;
+}
+
+/*
+ * Applies the command line and environment over a loaded configuration.
+ * Everything is checked before anything changes, so on error the
+ * configuration is as it was.
+ */
+int
+config_apply_overrides(struct config *cf, const struct config_overrides *ov,
+    char *err, size_t errlen)
+{
+	struct listen_cfg	 l;
+	struct upstream_cfg	 u;
+	enum log_level		 level = cf->log_level;
+	char			 msg[256];
+
+	memset(&l, 0, sizeof(l));
+	memset(&u, 0, sizeof(u));
+	if (ov->listen != NULL &&
+	    listen_set(&l, ov->listen, msg, sizeof(msg)) == -1) {
+		seterr(err, errlen, "listen address \"%s\": %s", ov->listen,
+		    msg);
+		goto fail;
+	}
+	if (ov->data_dir != NULL && ov->data_dir[0] == '\0') {
+		seterr(err, errlen, "data directory: must not be empty");
+		goto fail;
+	}
+	if (ov->upstream_url != NULL &&
+	    upstream_from_url(&u, ov->upstream_url, msg, sizeof(msg)) == -1) {
+		/* Not the URL itself: it may carry a password. */
+		seterr(err, errlen, "upstream URL: %s", msg);
+		goto fail;
+	}
+	if (ov->log_level != NULL &&
+	    log_level_parse(ov->log_level, &level) == -1) {
+		seterr(err, errlen, "log level \"%s\": must be one of error, "
+		    "warn, info, debug", ov->log_level);
+		goto fail;
+	}
+
+	if (ov->listen != NULL) {
+		listens_free(cf->listens, cf->nlistens);
+		cf->listens = xcalloc(1, sizeof(*cf->listens));
+		cf->listens[0] = l;
+		cf->nlistens = 1;
+	}
+	if (ov->data_dir != NULL) {
+		free(cf->data_dir);
+		cf->data_dir = xstrdup(ov->data_dir);
+	}
+	if (ov->upstream_url != NULL) {
+		upstreams_free(cf->upstreams, cf->nupstreams);
+		cf->upstreams = xcalloc(1, sizeof(*cf->upstreams));
+		cf->upstreams[0] = u;
+		cf->nupstreams = 1;
+		cf->default_upstream = 0;
+	}
+	cf->log_level = level;
+	return 0;
+
+ fail:
+	listen_clear(&l);
+	upstream_clear(&u);
+	return -1;
+}
+
+/* Can this file be opened for reading, and is it a regular file? */
+static int
+file_readable(const char *path, char *err, size_t errlen)
+{
+	struct stat	 st;
+	int		 fd;
+
+	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) == -1) {
+		seterr(err, errlen, "%s", strerror(errno));
+		return -1;
+	}
+	if (fstat(fd, &st) == -1) {
+		seterr(err, errlen, "%s", strerror(errno));
+		close(fd);
+		return -1;
+	}
+	close(fd);
+	if (!S_ISREG(st.st_mode)) {
+		seterr(err, errlen, "not a regular file");
+		return -1;
+	}
+	return 0;
+}
+
+/*
+ * The checks that need the file system or the whole picture, run on the
+ * final configuration (after the overrides): the files named can be read,
+ * there is something to listen on and to forward to, the default exists.
+ */
+int
+config_validate(struct config *cf, char *err, size_t errlen)
+{
+	struct listen_cfg	*l;
+	struct upstream_cfg	*u;
+	const char		*file = cf->path != NULL ? cf->path :
+				    "configuration";
+	char			 msg[256];
+	size_t			 i;
+
+	if (cf->nlistens == 0) {
+		seterr(err, errlen, "%s: no listen address", file);
+		return -1;
+	}
+	if (cf->nupstreams == 0) {
+		seterr(err, errlen, "%s: no upstream", file);
+		return -1;
+	}
+	if (cf->default_upstream < -1 ||
+	    cf->default_upstream >= (int)cf->nupstreams) {
+		seterr(err, errlen, "%s: default upstream %d does not exist",
+		    file, cf->default_upstream);
+		return -1;
+	}
+	if (cf->data_dir == NULL || cf->data_dir[0] == '\0') {
+		seterr(err, errlen, "%s: no data directory", file);
+		return -1;
+	}
+	for (i = 0; i < cf->nlistens; i++) {
+		l = &cf->listens[i];
+		if ((l->cert_file == NULL) != (l->key_file == NULL)) {
+			seterr(err, errlen, "%s: listen \"%s\": a TLS "
+			    "certificate needs a key and a key a certificate",
+			    file, l->address);
+			return -1;
+		}
+		if (l->cert_file != NULL &&
+		    file_readable(l->cert_file, msg, sizeof(msg)) == -1) {
+			seterr(err, errlen, "%s: listen \"%s\": certificate "
+			    "\"%s\": %s", file, l->address, l->cert_file, msg);
+			return -1;
+		}
+		if (l->key_file != NULL &&
+		    file_readable(l->key_file, msg, sizeof(msg)) == -1) {
+			seterr(err, errlen, "%s: listen \"%s\": key \"%s\": %s",
+			    file, l->address, l->key_file, msg);
+			return -1;
+		}
+	}
+	for (i = 0; i < cf->nupstreams; i++) {
+		u = &cf->upstreams[i];
+		if (u->ca_file != NULL &&
+		    file_readable(u->ca_file, msg, sizeof(msg)) == -1) {
+			seterr(err, errlen, "%s: upstream \"%s\": ca_file "
+			    "\"%s\": %s", file, u->name, u->ca_file, msg);
+			return -1;
+		}
+	}
+	if (cf->connect_timeout_ms <= 0 || cf->first_byte_timeout_ms <= 0 ||
+	    cf->idle_timeout_ms <= 0 || cf->client_timeout_ms <= 0) {
+		seterr(err, errlen, "%s: timeouts must be positive", file);
+		return -1;
+	}
+	return 0;
+}

@@ -1,0 +1,266 @@
+/*
+ * regcache: one binary, several subcommands.  `serve` runs the daemon;
+ * the others inspect its configuration.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <event2/dns.h>
+#include <event2/event.h>
+#include <jansson.h>
+#include <lmdb.h>
+#include <openssl/opensslv.h>
+
+#include "regcache.h"
+
+struct event_base	*ev_base;
+struct evdns_base	*dns_base;
+struct config		*conf;
+
+static void
+usage_main(FILE *f)
+{
+	fprintf(f,
+"usage: regcache <command> [options]\n"
+"\n"
+"commands:\n"
+"  serve [-c FILE] [-l ADDR:PORT] [-d DIR] [-u URL] [-v]\n"
+"                           run the pull-through cache\n"
+"  check-config -c FILE     validate a configuration file\n"
+"  version                  print the version\n"
+"\n"
+"Run 'regcache <command> -h' for the options of a command.\n");
+}
+
+static void
+usage_serve(FILE *f)
+{
+	fprintf(f,
+"usage: regcache serve [-c FILE] [-l ADDR:PORT] [-d DIR] [-u URL] [-v]\n"
+"\n"
+"  -c FILE        configuration file (JSON); env REGCACHE_CONFIG.\n"
+"                 Without one: a Docker Hub mirror on " DEFAULT_LISTEN ",\n"
+"                 data in " DEFAULT_DATA_DIR ".\n"
+"  -l ADDR:PORT   listen on this address only (plain HTTP);\n"
+"                 env REGCACHE_LISTEN\n"
+"  -d DIR         data directory; env REGCACHE_DATA_DIR\n"
+"  -u URL         a single upstream registry, replacing the configured\n"
+"                 ones; env REGCACHE_UPSTREAM\n"
+"  -v             debug logging (env REGCACHE_LOG_LEVEL=error|warn|info|debug)\n"
+"  -h             this help\n");
+}
+
+static void
+usage_check(FILE *f)
+{
+	fprintf(f,
+"usage: regcache check-config -c FILE\n"
+"\n"
+"  Parse and validate FILE; print 'configuration OK' or the error\n"
+"  (file:line:column: key: message) and exit 1.\n");
+}
+
+static void
+sig_cb(evutil_socket_t sig, short what, void *arg)
+{
+	log_info("signal %d: shutting down", (int)sig);
+	event_base_loopexit(ev_base, NULL);
+}
+
+/* Load the configuration named by -c or the environment, or the default,
+ * then apply command-line and environment overrides and validate. */
+static struct config *
+load_config(const char *file, const struct config_overrides *ov)
+{
+	struct config	*c;
+	char		 err[1024];
+
+	if (file != NULL)
+		c = config_load(file, err, sizeof(err));
+	else
+		c = config_default();
+	if (c == NULL) {
+		fprintf(stderr, "regcache: %s\n", err);
+		return NULL;
+	}
+	if (config_apply_overrides(c, ov, err, sizeof(err)) == -1 ||
+	    config_validate(c, err, sizeof(err)) == -1) {
+		fprintf(stderr, "regcache: %s\n", err);
+		config_free(c);
+		return NULL;
+	}
+	return c;
+}
+
+static int
+cmd_serve(int argc, char **argv)
+{
+	struct config_overrides	 ov;
+	const char		*file = getenv("REGCACHE_CONFIG");
+	struct event		*ev_term, *ev_int;
+	enum log_level		 level;
+	int			 ch, verbose = 0;
+
+	memset(&ov, 0, sizeof(ov));
+	ov.listen = getenv("REGCACHE_LISTEN");
+	ov.data_dir = getenv("REGCACHE_DATA_DIR");
+	ov.upstream_url = getenv("REGCACHE_UPSTREAM");
+	ov.log_level = getenv("REGCACHE_LOG_LEVEL");
+	while ((ch = getopt(argc, argv, "c:d:hl:u:v")) != -1) {
+		switch (ch) {
+		case 'c':
+			file = optarg;
+			break;
+		case 'd':
+			ov.data_dir = optarg;
+			break;
+		case 'l':
+			ov.listen = optarg;
+			break;
+		case 'u':
+			ov.upstream_url = optarg;
+			break;
+		case 'v':
+			verbose = 1;
+			break;
+		case 'h':
+			usage_serve(stdout);
+			return 0;
+		default:
+			usage_serve(stderr);
+			return 2;
+		}
+	}
+	if (optind != argc) {
+		usage_serve(stderr);
+		return 2;
+	}
+	if (verbose)
+		ov.log_level = "debug";
+	if ((conf = load_config(file, &ov)) == NULL)
+		return 1;
+	level = conf->log_level;
+	log_init(level, 1);
+
+	signal(SIGPIPE, SIG_IGN);
+	if ((ev_base = event_base_new()) == NULL)
+		fatalx("event_base_new failed");
+	dns_base = evdns_base_new(ev_base, EVDNS_BASE_INITIALIZE_NAMESERVERS);
+	if (dns_base == NULL) {
+		/* No usable resolv.conf: numeric hosts and /etc/hosts only. */
+		log_warnx("no DNS configuration; numeric addresses only");
+		if ((dns_base = evdns_base_new(ev_base, 0)) == NULL)
+			fatalx("evdns_base_new failed");
+	}
+	evdns_base_load_hosts(dns_base, NULL);
+	if (mkdir_p(conf->data_dir, 0750) == -1)
+		fatal("data directory %s", conf->data_dir);
+	if (upstream_init(conf) == -1)
+		return 1;
+	if (server_start(conf) == -1)
+		return 1;
+
+	ev_term = evsignal_new(ev_base, SIGTERM, sig_cb, NULL);
+	ev_int = evsignal_new(ev_base, SIGINT, sig_cb, NULL);
+	evsignal_add(ev_term, NULL);
+	evsignal_add(ev_int, NULL);
+	log_info("regcache %s ready: %zu upstream%s, default %s, data in %s",
+	    PACKAGE_VERSION, conf->nupstreams, conf->nupstreams == 1 ? "" : "s",
+	    conf->default_upstream >= 0 ?
+	    conf->upstreams[conf->default_upstream].name : "(none)",
+	    conf->data_dir);
+
+	event_base_dispatch(ev_base);
+
+	server_stop();
+	upstream_shutdown();
+	event_free(ev_term);
+	event_free(ev_int);
+	evdns_base_free(dns_base, 0);
+	event_base_free(ev_base);
+	config_free(conf);
+	log_info("exiting");
+	return 0;
+}
+
+static int
+cmd_check_config(int argc, char **argv)
+{
+	struct config_overrides	 ov;
+	const char		*file = NULL;
+	struct config		*c;
+	int			 ch;
+
+	while ((ch = getopt(argc, argv, "c:h")) != -1) {
+		switch (ch) {
+		case 'c':
+			file = optarg;
+			break;
+		case 'h':
+			usage_check(stdout);
+			return 0;
+		default:
+			usage_check(stderr);
+			return 2;
+		}
+	}
+	if (file == NULL || optind != argc) {
+		usage_check(stderr);
+		return 2;
+	}
+	memset(&ov, 0, sizeof(ov));
+	if ((c = load_config(file, &ov)) == NULL)
+		return 1;
+	config_free(c);
+	printf("configuration OK\n");
+	return 0;
+}
+
+static int
+cmd_version(int argc, char **argv)
+{
+	if (argc > 1 && strcmp(argv[1], "-h") == 0) {
+		printf("usage: regcache version\n");
+		return 0;
+	}
+	printf("regcache %s (libevent %s, %s, LMDB %d.%d.%d, jansson %s)\n",
+	    PACKAGE_VERSION, event_get_version(), OPENSSL_VERSION_TEXT,
+	    MDB_VERSION_MAJOR, MDB_VERSION_MINOR, MDB_VERSION_PATCH,
+	    JANSSON_VERSION);
+	return 0;
+}
+
+int
+main(int argc, char **argv)
+{
+	const char	*cmd;
+
+	if (argc < 2) {
+		usage_main(stderr);
+		return 2;
+	}
+	cmd = argv[1];
+	argc--;
+	argv++;
+	if (strcmp(cmd, "serve") == 0)
+		return cmd_serve(argc, argv);
+	if (strcmp(cmd, "check-config") == 0)
+		return cmd_check_config(argc, argv);
+	if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0)
+		return cmd_version(argc, argv);
+	if (strcmp(cmd, "-h") == 0 || strcmp(cmd, "--help") == 0 ||
+	    strcmp(cmd, "help") == 0) {
+		usage_main(stdout);
+		return 0;
+	}
+	fprintf(stderr, "regcache: unknown command '%s'\n", cmd);
+	usage_main(stderr);
+	return 2;
+}

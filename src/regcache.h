@@ -1,0 +1,355 @@
+/*
+ * regcache: a pull-through cache and proxy for container registries.
+ *
+ * The one private header of the program.  Types first, then the functions
+ * each file exports, grouped under the name of the file that defines them.
+ * Everything not listed here is static to its file.
+ */
+#ifndef REGCACHE_H
+#define REGCACHE_H
+
+#include <sys/types.h>
+#include <sys/queue.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <time.h>
+
+#include <event2/event.h>
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/http.h>
+#include <event2/keyvalq_struct.h>
+#include <openssl/ssl.h>
+
+#define REGCACHE_NAME		"regcache"
+
+/* Defaults of the embedded configuration (no file at all). */
+#define DEFAULT_LISTEN		"127.0.0.1:5000"
+#define DEFAULT_DATA_DIR	"./regcache-data"
+#define DEFAULT_UPSTREAM_NAME	"docker.io"
+#define DEFAULT_UPSTREAM_URL	"https://registry-1.docker.io"
+#define DEFAULT_CONNECT_TIMEOUT_MS	10000
+#define DEFAULT_FIRST_BYTE_TIMEOUT_MS	60000
+#define DEFAULT_IDLE_TIMEOUT_MS	120000
+#define DEFAULT_CLIENT_TIMEOUT_MS	300000
+#define DEFAULT_MAX_CONNECTIONS	1024
+#define DEFAULT_MAX_HEADER_BYTES	16384
+#define DEFAULT_MAX_REDIRECTS	5
+#define DEFAULT_POOL_IDLE_MS	30000
+#define DEFAULT_POOL_MAX_IDLE	8
+
+/* Spec limits. */
+#define V2_NAME_MAX		255
+#define V2_TAG_MAX		128
+#define V2_DIGEST_MAX		(7 + 1 + 128)	/* "sha512:" + 128 hex */
+
+/* Body bytes buffered towards one client before the upstream is paused. */
+#define STREAM_HIGH_WATER	(256 * 1024)
+
+/* Magic numbers: a use after free trips an assertion instead of a crash
+ * somewhere else (varnish miniobj.h). */
+#define CLIENT_MAGIC		0x636c6e74u
+#define EXCHANGE_MAGIC		0x65786368u
+#define UPREQ_MAGIC		0x75707271u
+#define UPCONN_MAGIC		0x7570636eu
+#define CHECK_MAGIC(p, m)	do {					\
+	if ((p) == NULL || (p)->magic != (m))				\
+		fatalx("%s: bad magic on %s", __func__, #p);		\
+} while (0)
+
+/*
+ * Configuration.
+ */
+struct listen_cfg {
+	char		*address;	/* "host:port", host may be [v6] */
+	char		*host;
+	char		*port;
+	char		*cert_file;	/* TLS when set */
+	char		*key_file;
+};
+
+struct upstream_cfg {
+	char		*name;
+	char		*url;
+	/* Parsed from url. */
+	int		 tls;
+	char		*host;		/* as in the URL, without brackets */
+	char		*port;		/* explicit or 80/443 */
+	char		*hostport;	/* host[:port] as written in the URL */
+	char		*base_path;	/* "" or "/path" without trailing '/' */
+	char		**aliases;
+	size_t		 naliases;
+	char		*prefix;	/* NULL or "a" / "a/b" */
+	char		*username;	/* NULL for anonymous */
+	char		*password;
+	char		*ca_file;
+	int		 tls_verify;
+	int		 library_prefix; /* alpine -> library/alpine */
+};
+
+enum log_level {
+	LOG_LEVEL_ERROR = 0,
+	LOG_LEVEL_WARN,
+	LOG_LEVEL_INFO,
+	LOG_LEVEL_DEBUG
+};
+
+struct config {
+	char			*path;		/* file it came from, or NULL */
+	struct listen_cfg	*listens;
+	size_t			 nlistens;
+	struct upstream_cfg	*upstreams;
+	size_t			 nupstreams;
+	int			 default_upstream; /* index, -1 for none */
+	char			*data_dir;
+	int			 connect_timeout_ms;
+	int			 first_byte_timeout_ms;
+	int			 idle_timeout_ms;
+	int			 client_timeout_ms;
+	int			 max_connections;
+	int			 max_header_bytes;
+	int			 max_redirects;
+	enum log_level		 log_level;
+};
+
+/* Overrides from the command line and the environment, applied last. */
+struct config_overrides {
+	const char	*listen;
+	const char	*data_dir;
+	const char	*upstream_url;
+	const char	*log_level;
+};
+
+/*
+ * Routing: which upstream a client's request goes to, and under what name.
+ */
+struct route {
+	struct upstream		*upstream;
+	int			 upstream_index;
+	char			 name[V2_NAME_MAX + 16]; /* name upstream */
+	const char		*ns;	/* honoured ns=, or NULL */
+};
+
+/*
+ * The upstream side.
+ */
+struct token;
+struct uphost;
+
+/* A configured upstream at run time: its config, TLS context, auth state. */
+struct upstream {
+	struct upstream_cfg	*cfg;
+	SSL_CTX			*ssl_ctx;	/* for https, and redirects */
+	int			 basic_known;	/* upstream asked for Basic */
+	TAILQ_HEAD(, token)	 tokens;	/* cached bearer tokens */
+};
+
+enum up_error {
+	UP_OK = 0,
+	UP_ERR_DNS,
+	UP_ERR_CONNECT,
+	UP_ERR_TLS,
+	UP_ERR_TIMEOUT,
+	UP_ERR_RESET,		/* connection closed or reset mid-response */
+	UP_ERR_PROTOCOL,	/* malformed response */
+	UP_ERR_REDIRECTS,
+	UP_ERR_AUTH,		/* token service failed */
+	UP_ERR_CANCELLED,
+	UP_ERR_INTERNAL
+};
+
+struct upreq;
+
+/*
+ * What a caller of upreq_* gets back.  on_headers runs once with the final
+ * response (after redirects and auth), on_body any number of times with the
+ * bytes that arrived (the callee takes what it wants out of the buffer;
+ * what it leaves is dropped), on_done exactly once, last; after on_done the
+ * upreq is freed.  No callback runs after upreq_cancel().
+ */
+struct upreq_cb {
+	void	(*on_headers)(struct upreq *, int status,
+		    struct evkeyvalq *headers, void *arg);
+	void	(*on_body)(struct upreq *, struct evbuffer *data, void *arg);
+	void	(*on_done)(struct upreq *, enum up_error err,
+		    const char *cause, void *arg);
+};
+
+/*
+ * Grammar checks of the distribution spec.
+ */
+enum v2_kind {
+	V2_ROOT,
+	V2_MANIFEST,
+	V2_BLOB,
+	V2_TAGS,
+	V2_REFERRERS,
+	V2_UNKNOWN
+};
+
+struct v2_path {
+	enum v2_kind	 kind;
+	char		 name[V2_NAME_MAX + 1];
+	char		 ref[V2_DIGEST_MAX + 1];	/* tag or digest */
+	int		 ref_is_digest;
+};
+
+/* One parsed WWW-Authenticate challenge. */
+struct auth_challenge {
+	char	scheme[16];	/* "Bearer" or "Basic" */
+	char	*realm;
+	char	*service;
+	char	*scope;
+	char	*error;
+};
+
+/* One parsed token-service answer. */
+struct token_response {
+	char	*token;
+	long	 expires_in;
+	time_t	 issued_at;	/* 0 when absent */
+};
+
+/* A parsed absolute URL. */
+struct url {
+	int	 tls;
+	char	*host;		/* without brackets */
+	char	*port;
+	char	*path;		/* path and query, starts with '/' */
+};
+
+/* main.c */
+extern struct event_base	*ev_base;
+extern struct evdns_base	*dns_base;
+extern struct config		*conf;
+
+/* log.c */
+void	 log_init(enum log_level, int);
+void	 log_setlevel(enum log_level);
+enum log_level log_getlevel(void);
+int	 log_level_parse(const char *, enum log_level *);
+void	 log_warn(const char *, ...) __attribute__((format(printf, 1, 2)));
+void	 log_warnx(const char *, ...) __attribute__((format(printf, 1, 2)));
+void	 log_info(const char *, ...) __attribute__((format(printf, 1, 2)));
+void	 log_debug(const char *, ...) __attribute__((format(printf, 1, 2)));
+void	 log_access(const char *, ...) __attribute__((format(printf, 1, 2)));
+void	 fatal(const char *, ...)
+	    __attribute__((format(printf, 1, 2), noreturn));
+void	 fatalx(const char *, ...)
+	    __attribute__((format(printf, 1, 2), noreturn));
+
+/* config.c */
+struct config	*config_default(void);
+struct config	*config_load(const char *, char *, size_t);
+int		 config_apply_overrides(struct config *,
+		    const struct config_overrides *, char *, size_t);
+int		 config_validate(struct config *, char *, size_t);
+void		 config_free(struct config *);
+int		 config_parse_url(const char *, struct upstream_cfg *,
+		    char *, size_t);
+
+/* v2_grammar.c */
+int	 v2_name_valid(const char *);
+int	 v2_tag_valid(const char *);
+int	 v2_digest_valid(const char *);
+int	 v2_path_parse(const char *, struct v2_path *, const char **,
+	    const char **);
+
+/* route.c */
+int	 route_resolve(struct upstream *, size_t, int, const char *,
+	    const char *, struct route *, const char **, const char **);
+int	 route_host_matches(const struct upstream_cfg *, const char *);
+
+/* tls.c */
+SSL_CTX	*tls_server_ctx(const char *, const char *, char *, size_t);
+SSL_CTX	*tls_client_ctx(const char *, int, char *, size_t);
+void	 tls_error_string(char *, size_t);
+
+/* server.c */
+/* One client connection; lives exactly as long as its evhttp_connection. */
+struct client {
+	uint32_t			 magic;
+	LIST_ENTRY(client)		 entry;
+	uint64_t			 id;
+	struct evhttp_connection	*evcon;
+	/* Called when the connection closes, for the exchange in flight. */
+	void				(*gone_cb)(struct client *, void *);
+	void				*gone_arg;
+};
+int	 server_start(struct config *);
+void	 server_stop(void);
+int	 server_client_count(void);
+struct client *server_client_get(struct evhttp_request *);
+
+/* server_v2.c */
+void	 v2_handle(struct evhttp_request *, void *);
+void	 v2_send_error(struct evhttp_request *, int, const char *,
+	    const char *);
+
+/* upstream.c */
+int	 upstream_init(struct config *);
+void	 upstream_shutdown(void);
+struct upstream *upstream_get(size_t);
+size_t	 upstream_count(void);
+struct upreq *upreq_new(struct upstream *, enum evhttp_cmd_type,
+	    const char *, const char *, const struct upreq_cb *, void *);
+void	 upreq_add_header(struct upreq *, const char *, const char *);
+void	 upreq_start(struct upreq *);
+void	 upreq_pause(struct upreq *);
+void	 upreq_resume(struct upreq *);
+void	 upreq_cancel(struct upreq *);
+uint64_t upreq_id(const struct upreq *);
+const char *up_error_str(enum up_error);
+
+/* upstream_auth.c */
+int	 auth_parse_challenge(const char *, struct auth_challenge *);
+void	 auth_challenge_clear(struct auth_challenge *);
+int	 auth_parse_token_response(const char *, size_t,
+	    struct token_response *, char *, size_t);
+void	 auth_token_response_clear(struct token_response *);
+const char *auth_token_lookup(struct upstream *, const char *, time_t);
+void	 auth_token_store(struct upstream *, const char *, const char *,
+	    time_t);
+void	 auth_token_forget(struct upstream *, const char *, const char *);
+void	 auth_tokens_free(struct upstream *);
+time_t	 auth_token_expiry(const struct token_response *, time_t);
+
+/* upstream_http.c: one HTTP/1.1 exchange on a pooled connection. */
+struct httpx;
+struct httpx_cb {
+	void	(*on_headers)(struct httpx *, int status,
+		    struct evkeyvalq *headers, void *arg);
+	void	(*on_body)(struct httpx *, struct evbuffer *, void *arg);
+	void	(*on_done)(struct httpx *, enum up_error, const char *,
+		    void *arg);
+};
+struct httpx *httpx_start(const struct url *, SSL_CTX *, int,
+	    enum evhttp_cmd_type, struct evkeyvalq *,
+	    const struct httpx_cb *, void *);
+void	 httpx_pause(struct httpx *);
+void	 httpx_resume(struct httpx *);
+void	 httpx_cancel(struct httpx *);
+void	 httpx_pool_flush(void);
+
+/* util.c */
+void	*xcalloc(size_t, size_t);
+char	*xstrdup(const char *);
+char	*xstrndup(const char *, size_t);
+int	 xasprintf(char **, const char *, ...)
+	    __attribute__((format(printf, 2, 3)));
+size_t	 strlcpy_rc(char *, const char *, size_t);
+int	 url_parse(const char *, struct url *);
+void	 url_clear(struct url *);
+char	*url_resolve(const struct url *, const char *);
+char	*base64_encode(const void *, size_t);
+int	 uri_query_get(const char *, const char *, char *, size_t);
+char	*uri_escape(const char *);
+int	 time_parse_rfc3339(const char *, time_t *);
+uint64_t mono_ms(void);
+int	 mkdir_p(const char *, mode_t);
+int	 headers_copy(struct evkeyvalq *, const struct evkeyvalq *,
+	    const char *);
+void	 headers_clear(struct evkeyvalq *);
+
+#endif /* REGCACHE_H */

@@ -1,0 +1,209 @@
+/*
+ * The client-facing side: listeners (plain or TLS), one evhttp per
+ * listener, and a record per client connection so that an exchange learns
+ * when its client goes away and so the number of connections is bounded.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/bufferevent_ssl.h>
+#include <event2/listener.h>
+#include <openssl/ssl.h>
+
+#include "regcache.h"
+
+#define CLIENT_BUCKETS		1024
+
+struct listener {
+	struct listen_cfg		*cfg;
+	struct evhttp			*http;
+	struct evhttp_bound_socket	*sock;
+	SSL_CTX				*ssl_ctx;
+};
+
+static struct listener	*listeners;
+static size_t		 nlisteners;
+static LIST_HEAD(, client) client_hash[CLIENT_BUCKETS];
+static int		 nclients;
+static int		 accept_paused;
+static uint64_t		 client_next_id = 1;
+
+static size_t
+client_bucket(const struct evhttp_connection *evcon)
+{
+	uintptr_t	p = (uintptr_t)evcon;
+
+	return (size_t)((p >> 4) ^ (p >> 14)) % CLIENT_BUCKETS;
+}
+
+/* Stop or restart accepting when the connection limit is reached. */
+static void
+server_accept_adjust(void)
+{
+	size_t	i;
+	int	pause = nclients >= conf->max_connections;
+
+	if (pause == accept_paused)
+		return;
+	accept_paused = pause;
+	for (i = 0; i < nlisteners; i++) {
+		struct evconnlistener *l =
+		    evhttp_bound_socket_get_listener(listeners[i].sock);
+		if (pause)
+			evconnlistener_disable(l);
+		else
+			evconnlistener_enable(l);
+	}
+	if (pause)
+		log_warnx("%d connections: not accepting more for now",
+		    nclients);
+	else
+		log_info("accepting connections again");
+}
+
+/* evhttp is closing the connection: the one place a client is freed. */
+static void
+server_client_closecb(struct evhttp_connection *evcon, void *arg)
+{
+	struct client	*c = arg;
+
+	CHECK_MAGIC(c, CLIENT_MAGIC);
+	log_debug("%s: client %llu closed", __func__,
+	    (unsigned long long)c->id);
+	if (c->gone_cb != NULL)
+		c->gone_cb(c, c->gone_arg);
+	LIST_REMOVE(c, entry);
+	c->magic = 0;
+	free(c);
+	nclients--;
+	server_accept_adjust();
+}
+
+/* The record of the connection a request came on, made on first sight. */
+struct client *
+server_client_get(struct evhttp_request *req)
+{
+	struct evhttp_connection	*evcon;
+	struct client			*c;
+	size_t				 b;
+
+	if ((evcon = evhttp_request_get_connection(req)) == NULL)
+		return NULL;
+	b = client_bucket(evcon);
+	LIST_FOREACH(c, &client_hash[b], entry)
+		if (c->evcon == evcon)
+			return c;
+	c = xcalloc(1, sizeof(*c));
+	c->magic = CLIENT_MAGIC;
+	c->id = client_next_id++;
+	c->evcon = evcon;
+	LIST_INSERT_HEAD(&client_hash[b], c, entry);
+	evhttp_connection_set_closecb(evcon, server_client_closecb, c);
+	nclients++;
+	server_accept_adjust();
+	return c;
+}
+
+/* TLS listeners: each accepted socket gets an OpenSSL bufferevent. */
+static struct bufferevent *
+server_tls_bevcb(struct event_base *base, void *arg)
+{
+	struct listener		*l = arg;
+	SSL			*ssl;
+	struct bufferevent	*bev;
+
+	if ((ssl = SSL_new(l->ssl_ctx)) == NULL)
+		return NULL;
+	bev = bufferevent_openssl_socket_new(base, -1, ssl,
+	    BUFFEREVENT_SSL_ACCEPTING, BEV_OPT_CLOSE_ON_FREE);
+	if (bev == NULL)
+		SSL_free(ssl);
+	else
+		bufferevent_openssl_set_allow_dirty_shutdown(bev, 1);
+	return bev;
+}
+
+/* Create the evhttp of one listener and bind it. */
+static int
+server_listen(struct listener *l)
+{
+	char		 err[512];
+	struct timeval	 tv;
+
+	if ((l->http = evhttp_new(ev_base)) == NULL)
+		return -1;
+	evhttp_set_gencb(l->http, v2_handle, l);
+	evhttp_set_allowed_methods(l->http, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD |
+	    EVHTTP_REQ_POST | EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE |
+	    EVHTTP_REQ_PATCH | EVHTTP_REQ_OPTIONS);
+	evhttp_set_max_headers_size(l->http, conf->max_header_bytes);
+	/* Pull requests have no body; push is refused before one is read. */
+	evhttp_set_max_body_size(l->http, 64 * 1024);
+	/* Content-Type is ours to set, from the upstream or the error. */
+	evhttp_set_default_content_type(l->http, NULL);
+	tv.tv_sec = conf->client_timeout_ms / 1000;
+	tv.tv_usec = (conf->client_timeout_ms % 1000) * 1000;
+	evhttp_set_timeout_tv(l->http, &tv);
+	if (l->cfg->cert_file != NULL) {
+		l->ssl_ctx = tls_server_ctx(l->cfg->cert_file,
+		    l->cfg->key_file, err, sizeof(err));
+		if (l->ssl_ctx == NULL) {
+			log_warnx("listen %s: %s", l->cfg->address, err);
+			return -1;
+		}
+		evhttp_set_bevcb(l->http, server_tls_bevcb, l);
+	}
+	l->sock = evhttp_bind_socket_with_handle(l->http, l->cfg->host,
+	    (uint16_t)atoi(l->cfg->port));
+	if (l->sock == NULL) {
+		log_warn("listen %s", l->cfg->address);
+		return -1;
+	}
+	log_info("listening on %s (%s)", l->cfg->address,
+	    l->ssl_ctx != NULL ? "https" : "http");
+	return 0;
+}
+
+int
+server_start(struct config *c)
+{
+	size_t	i;
+
+	for (i = 0; i < CLIENT_BUCKETS; i++)
+		LIST_INIT(&client_hash[i]);
+	listeners = xcalloc(c->nlistens, sizeof(*listeners));
+	nlisteners = c->nlistens;
+	for (i = 0; i < c->nlistens; i++) {
+		listeners[i].cfg = &c->listens[i];
+		if (server_listen(&listeners[i]) == -1)
+			return -1;
+	}
+	return 0;
+}
+
+/* Free every listener; evhttp_free closes their connections too. */
+void
+server_stop(void)
+{
+	size_t	i;
+
+	for (i = 0; i < nlisteners; i++) {
+		if (listeners[i].http != NULL)
+			evhttp_free(listeners[i].http);
+		if (listeners[i].ssl_ctx != NULL)
+			SSL_CTX_free(listeners[i].ssl_ctx);
+	}
+	free(listeners);
+	listeners = NULL;
+	nlisteners = 0;
+}
+
+int
+server_client_count(void)
+{
+	return nclients;
+}

@@ -1,0 +1,530 @@
+/*
+ * The v2 pull API towards local clients.  Each request becomes an
+ * exchange: it is checked against the spec grammar, routed to an upstream,
+ * and the upstream's answer is streamed back with back-pressure: when the
+ * client's output buffer passes STREAM_HIGH_WATER the upstream is paused
+ * until evhttp reports the buffer written out.
+ */
+#include "config.h"
+
+#include <sys/socket.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <jansson.h>
+
+#include "regcache.h"
+
+#define EXCHANGE_NS_MAX		256
+
+struct exchange {
+	uint32_t		 magic;
+	uint64_t		 id;
+	struct evhttp_request	*req;	/* NULL once answered or gone */
+	struct client		*client;
+	struct upreq		*ur;	/* NULL once the upstream is done */
+	struct v2_path		 p;
+	struct route		 rt;
+	char			 ns[EXCHANGE_NS_MAX];
+	enum evhttp_cmd_type	 method;
+	char			*uri;	/* for the access log */
+	char			 peer[64];
+	int			 status;
+	int			 started;	/* reply headers sent */
+	int			 paused;
+	uint64_t		 bytes;
+	uint64_t		 t0;
+};
+
+/* Response headers worth passing on from an upstream, nothing else. */
+static const char *const v2_pass_headers[] = {
+	"Content-Type",
+	"Content-Length",
+	"Content-Range",
+	"Accept-Ranges",
+	"Docker-Content-Digest",
+	"ETag",
+	"Retry-After",
+	"RateLimit-Limit",
+	"RateLimit-Remaining",
+	"RateLimit-Reset",
+	"Docker-RateLimit-Source",
+	"OCI-Subject",
+	"OCI-Filters-Applied",
+	NULL
+};
+
+static uint64_t	exchange_next_id = 1;
+
+static void	v2_up_headers(struct upreq *, int, struct evkeyvalq *, void *);
+static void	v2_up_body(struct upreq *, struct evbuffer *, void *);
+static void	v2_up_done(struct upreq *, enum up_error, const char *,
+		    void *);
+
+static const struct upreq_cb v2_upreq_cb = {
+	v2_up_headers, v2_up_body, v2_up_done
+};
+
+static const char *
+v2_method_name(enum evhttp_cmd_type m)
+{
+	switch (m) {
+	case EVHTTP_REQ_GET:	return "GET";
+	case EVHTTP_REQ_HEAD:	return "HEAD";
+	case EVHTTP_REQ_POST:	return "POST";
+	case EVHTTP_REQ_PUT:	return "PUT";
+	case EVHTTP_REQ_DELETE:	return "DELETE";
+	case EVHTTP_REQ_PATCH:	return "PATCH";
+	case EVHTTP_REQ_OPTIONS: return "OPTIONS";
+	default:		return "OTHER";
+	}
+}
+
+static void
+v2_common_headers(struct evhttp_request *req)
+{
+	struct evkeyvalq	*out = evhttp_request_get_output_headers(req);
+
+	evhttp_remove_header(out, "Docker-Distribution-API-Version");
+	evhttp_add_header(out, "Docker-Distribution-API-Version",
+	    "registry/2.0");
+}
+
+/*
+ * Answer with an OCI error body: {"errors":[{"code","message"}]}.  HEAD
+ * gets the headers only, as the spec wants.
+ */
+void
+v2_send_error(struct evhttp_request *req, int status, const char *code,
+    const char *message)
+{
+	struct evkeyvalq	*out = evhttp_request_get_output_headers(req);
+	struct evbuffer		*body;
+	json_t			*j;
+	char			*s, len[32];
+
+	j = json_pack("{s:[{s:s,s:s,s:n}]}", "errors", "code", code,
+	    "message", message, "detail");
+	s = j != NULL ? json_dumps(j, JSON_COMPACT) : NULL;
+	json_decref(j);
+	if (s == NULL)
+		fatalx("%s: json", __func__);
+	v2_common_headers(req);
+	evhttp_remove_header(out, "Content-Type");
+	evhttp_remove_header(out, "Content-Length");
+	evhttp_add_header(out, "Content-Type", "application/json");
+	snprintf(len, sizeof(len), "%zu", strlen(s));
+	evhttp_add_header(out, "Content-Length", len);
+	if (status == 405)
+		evhttp_add_header(out, "Allow", "GET, HEAD");
+	body = evbuffer_new();
+	if (evhttp_request_get_command(req) != EVHTTP_REQ_HEAD)
+		evbuffer_add(body, s, strlen(s));
+	evhttp_send_reply(req, status, NULL, body);
+	evbuffer_free(body);
+	free(s);
+}
+
+static void
+v2_peer(struct evhttp_request *req, char *buf, size_t len)
+{
+	struct evhttp_connection *evcon = evhttp_request_get_connection(req);
+	const char		*addr = NULL;
+	uint16_t		 port = 0;
+
+	if (evcon != NULL)
+		evhttp_connection_get_peer(evcon, (char **)(uintptr_t)&addr,
+		    &port);
+	snprintf(buf, len, "%s", addr != NULL ? addr : "-");
+}
+
+/* One access line for a request answered without an exchange. */
+static void
+v2_log_quick(struct evhttp_request *req, int status)
+{
+	char	peer[64];
+
+	v2_peer(req, peer, sizeof(peer));
+	log_access("%s \"%s %s\" %d 0 0ms -", peer,
+	    v2_method_name(evhttp_request_get_command(req)),
+	    evhttp_request_get_uri(req), status);
+}
+
+static void
+v2_quick_error(struct evhttp_request *req, int status, const char *code,
+    const char *message)
+{
+	v2_send_error(req, status, code, message);
+	v2_log_quick(req, status);
+}
+
+/* The one place an exchange is freed, with its access-log line. */
+static void
+exchange_close(struct exchange *ex, const char *why)
+{
+	CHECK_MAGIC(ex, EXCHANGE_MAGIC);
+	log_access("%s \"%s %s\" %d %llu %llums %s%s%s", ex->peer,
+	    v2_method_name(ex->method), ex->uri, ex->status,
+	    (unsigned long long)ex->bytes,
+	    (unsigned long long)(mono_ms() - ex->t0),
+	    ex->rt.upstream != NULL ? ex->rt.upstream->cfg->name : "-",
+	    why != NULL ? " " : "", why != NULL ? why : "");
+	if (ex->ur != NULL)
+		upreq_cancel(ex->ur);
+	if (ex->client != NULL && ex->client->gone_arg == ex) {
+		ex->client->gone_cb = NULL;
+		ex->client->gone_arg = NULL;
+	}
+	free(ex->uri);
+	ex->magic = 0;
+	free(ex);
+}
+
+/* The client went away (evhttp is closing its connection). */
+static void
+exchange_client_gone(struct client *c, void *arg)
+{
+	struct exchange	*ex = arg;
+
+	CHECK_MAGIC(ex, EXCHANGE_MAGIC);
+	/* A request evhttp detached from the connection is ours to free;
+	 * one still attached goes with the connection. */
+	if (ex->req != NULL && evhttp_request_get_connection(ex->req) == NULL)
+		evhttp_request_free(ex->req);
+	ex->req = NULL;
+	ex->client = NULL;
+	c->gone_cb = NULL;
+	c->gone_arg = NULL;
+	exchange_close(ex, "client gone");
+}
+
+/* The whole reply is in evhttp's hands: the client no longer matters. */
+static void
+exchange_replied(struct exchange *ex)
+{
+	ex->req = NULL;
+	if (ex->client != NULL) {
+		ex->client->gone_cb = NULL;
+		ex->client->gone_arg = NULL;
+		ex->client = NULL;
+	}
+}
+
+/* evhttp wrote everything queued to the client: read more upstream. */
+static void
+v2_drained(struct evhttp_connection *evcon, void *arg)
+{
+	struct client	*c = arg;
+	struct exchange	*ex;
+
+	CHECK_MAGIC(c, CLIENT_MAGIC);
+	if (c->gone_cb != exchange_client_gone)
+		return;
+	ex = c->gone_arg;
+	CHECK_MAGIC(ex, EXCHANGE_MAGIC);
+	if (ex->paused && ex->ur != NULL) {
+		ex->paused = 0;
+		upreq_resume(ex->ur);
+	}
+}
+
+/* Rewrite an upstream Link: rel="next" so the client comes back to us. */
+static void
+v2_rewrite_link(struct exchange *ex, const char *link,
+    struct evkeyvalq *out)
+{
+	const char	*lt, *gt, *q;
+	char		*v, *ns = NULL;
+
+	if ((lt = strchr(link, '<')) == NULL ||
+	    (gt = strchr(lt, '>')) == NULL)
+		return;
+	q = memchr(lt, '?', (size_t)(gt - lt));
+	if (ex->ns[0] != '\0')
+		ns = uri_escape(ex->ns);
+	xasprintf(&v, "</v2/%s/tags/list%s%.*s%s%s>%s", ex->p.name,
+	    q != NULL ? "" : (ns != NULL ? "?" : ""),
+	    q != NULL ? (int)(gt - q) : 0, q != NULL ? q : "",
+	    ns != NULL ? (q != NULL ? "&ns=" : "ns=") : "",
+	    ns != NULL ? ns : "", gt + 1);
+	evhttp_add_header(out, "Link", v);
+	free(v);
+	free(ns);
+}
+
+static void
+v2_up_headers(struct upreq *ur, int status, struct evkeyvalq *h, void *arg)
+{
+	struct exchange		*ex = arg;
+	struct evkeyvalq	*out;
+	struct evkeyval		*kv;
+	struct bufferevent	*bev;
+	size_t			 i;
+
+	CHECK_MAGIC(ex, EXCHANGE_MAGIC);
+	if (ex->req == NULL)
+		return;
+	out = evhttp_request_get_output_headers(ex->req);
+	v2_common_headers(ex->req);
+	for (i = 0; v2_pass_headers[i] != NULL; i++)
+		headers_copy(out, h, v2_pass_headers[i]);
+	TAILQ_FOREACH(kv, h, next)
+		if (strcasecmp(kv->key, "Link") == 0)
+			v2_rewrite_link(ex, kv->value, out);
+	if (ex->ns[0] != '\0')
+		evhttp_add_header(out, "OCI-Namespace", ex->ns);
+	if (status == 401)
+		log_warnx("upstream %s: refused our credentials for %s",
+		    ex->rt.upstream->cfg->name, ex->rt.name);
+	ex->status = status;
+	ex->started = 1;
+	evhttp_send_reply_start(ex->req, status, NULL);
+	/* Keep the write low-water at zero so the drained callback means
+	 * "everything written". */
+	bev = evhttp_connection_get_bufferevent(
+	    evhttp_request_get_connection(ex->req));
+	bufferevent_setwatermark(bev, EV_WRITE, 0, 0);
+}
+
+static void
+v2_up_body(struct upreq *ur, struct evbuffer *data, void *arg)
+{
+	struct exchange		*ex = arg;
+	struct bufferevent	*bev;
+
+	CHECK_MAGIC(ex, EXCHANGE_MAGIC);
+	if (ex->req == NULL || ex->method == EVHTTP_REQ_HEAD)
+		return;
+	ex->bytes += evbuffer_get_length(data);
+	evhttp_send_reply_chunk_with_cb(ex->req, data, v2_drained, ex->client);
+	bev = evhttp_connection_get_bufferevent(
+	    evhttp_request_get_connection(ex->req));
+	if (!ex->paused && evbuffer_get_length(bufferevent_get_output(bev)) >
+	    STREAM_HIGH_WATER) {
+		ex->paused = 1;
+		upreq_pause(ur);
+	}
+}
+
+static void
+v2_up_done(struct upreq *ur, enum up_error err, const char *cause, void *arg)
+{
+	struct exchange			*ex = arg;
+	struct evhttp_connection	*evcon;
+	char				 msg[512];
+
+	CHECK_MAGIC(ex, EXCHANGE_MAGIC);
+	ex->ur = NULL;
+	if (ex->req == NULL) {
+		exchange_close(ex, NULL);
+		return;
+	}
+	if (err == UP_OK) {
+		evhttp_send_reply_end(ex->req);
+		exchange_replied(ex);
+		exchange_close(ex, NULL);
+		return;
+	}
+	log_warnx("upstream %s: %s %s: %s", ex->rt.upstream->cfg->name,
+	    v2_method_name(ex->method), ex->rt.name, cause);
+	if (!ex->started) {
+		snprintf(msg, sizeof(msg), "upstream %s: %s",
+		    ex->rt.upstream->cfg->name, cause);
+		ex->status = err == UP_ERR_TIMEOUT ? 504 : 502;
+		v2_send_error(ex->req, ex->status, "UNAVAILABLE", msg);
+		exchange_replied(ex);
+		exchange_close(ex, up_error_str(err));
+		return;
+	}
+	/*
+	 * The body broke off after the headers went out.  Close the
+	 * connection without finishing the reply so the client sees a
+	 * short body, never a complete-looking wrong one.
+	 */
+	evcon = evhttp_request_get_connection(ex->req);
+	exchange_close(ex, up_error_str(err));	/* clears the gone hook */
+	if (evcon != NULL)
+		evhttp_connection_free(evcon);
+}
+
+/* ns= as containerd sends it: a host name with an optional port. */
+static int
+v2_ns_valid(const char *ns)
+{
+	size_t	len = strlen(ns);
+
+	return len > 0 && len < EXCHANGE_NS_MAX &&
+	    strspn(ns, "abcdefghijklmnopqrstuvwxyz"
+	    "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-:[]") == len;
+}
+
+/* Build the upstream path (with its query) for a parsed request. */
+static int
+v2_upstream_path(struct exchange *ex, const char *query, char **out,
+    const char **code, const char **msg)
+{
+	char		 n[32], last[V2_TAG_MAX + 1], at[256];
+	char		*e;
+	const char	*kind;
+	long		 nv;
+
+	switch (ex->p.kind) {
+	case V2_MANIFEST:
+		kind = "manifests";
+		break;
+	case V2_BLOB:
+		kind = "blobs";
+		break;
+	case V2_REFERRERS:
+		kind = "referrers";
+		break;
+	case V2_TAGS:
+		xasprintf(out, "/v2/%s/tags/list", ex->rt.name);
+		if (query == NULL)
+			return 0;
+		if (uri_query_get(query, "n", n, sizeof(n)) == 0) {
+			nv = strtol(n, &e, 10);
+			if (*n == '\0' || *e != '\0' || nv < 0) {
+				*code = "PAGINATION_NUMBER_INVALID";
+				*msg = "invalid number of results requested";
+				free(*out);
+				return 400;
+			}
+			e = *out;
+			xasprintf(out, "%s?n=%ld", e, nv);
+			free(e);
+		}
+		if (uri_query_get(query, "last", last, sizeof(last)) == 0) {
+			if (!v2_tag_valid(last)) {
+				*code = "TAG_INVALID";
+				*msg = "invalid last tag";
+				free(*out);
+				return 400;
+			}
+			e = *out;
+			xasprintf(out, "%s%slast=%s", e,
+			    strchr(e, '?') ? "&" : "?", last);
+			free(e);
+		}
+		return 0;
+	default:
+		return 404;
+	}
+	xasprintf(out, "/v2/%s/%s/%s", ex->rt.name, kind, ex->p.ref);
+	if (ex->p.kind == V2_REFERRERS && query != NULL &&
+	    uri_query_get(query, "artifactType", at, sizeof(at)) == 0) {
+		e = *out;
+		char *esc = uri_escape(at);
+		xasprintf(out, "%s?artifactType=%s", e, esc);
+		free(esc);
+		free(e);
+	}
+	return 0;
+}
+
+/* The evhttp callback for every request on every listener. */
+void
+v2_handle(struct evhttp_request *req, void *arg)
+{
+	const struct evhttp_uri	*uri = evhttp_request_get_evhttp_uri(req);
+	enum evhttp_cmd_type	 m = evhttp_request_get_command(req);
+	struct evkeyvalq	*in = evhttp_request_get_input_headers(req);
+	struct exchange		*ex;
+	struct client		*c;
+	const char		*path, *query, *code, *msg;
+	const char		*pass[] = { "Accept", "Range", "If-None-Match",
+				    NULL };
+	char			*upath, *scope, ns[EXCHANGE_NS_MAX];
+	struct evkeyval		*kv;
+	int			 status, i, has_ns = 0;
+
+	if ((c = server_client_get(req)) == NULL) {
+		evhttp_send_error(req, 500, NULL);
+		return;
+	}
+	if (c->gone_cb == exchange_client_gone &&
+	    ((struct exchange *)c->gone_arg)->req == req)
+		return;		/* evhttp calling again after an error */
+	if (uri == NULL || (path = evhttp_uri_get_path(uri)) == NULL) {
+		v2_quick_error(req, 400, "NAME_INVALID", "malformed URI");
+		return;
+	}
+	query = evhttp_uri_get_query(uri);
+	if (m != EVHTTP_REQ_GET && m != EVHTTP_REQ_HEAD) {
+		v2_quick_error(req, 405, "UNSUPPORTED",
+		    "this registry is a read-only pull-through cache");
+		return;
+	}
+	ex = xcalloc(1, sizeof(*ex));
+	ex->magic = EXCHANGE_MAGIC;
+	ex->id = exchange_next_id++;
+	ex->t0 = mono_ms();
+	ex->method = m;
+	ex->req = req;
+	ex->uri = xstrdup(evhttp_request_get_uri(req));
+	v2_peer(req, ex->peer, sizeof(ex->peer));
+
+	if ((status = v2_path_parse(path, &ex->p, &code, &msg)) != 0)
+		goto fail;
+	if (ex->p.kind == V2_ROOT) {
+		struct evbuffer *b = evbuffer_new();
+		v2_common_headers(req);
+		evhttp_add_header(evhttp_request_get_output_headers(req),
+		    "Content-Type", "application/json");
+		evhttp_add_header(evhttp_request_get_output_headers(req),
+		    "Content-Length", "2");
+		if (m == EVHTTP_REQ_GET)
+			evbuffer_add(b, "{}", 2);
+		ex->status = 200;
+		ex->bytes = m == EVHTTP_REQ_GET ? 2 : 0;
+		evhttp_send_reply(req, 200, "OK", b);
+		evbuffer_free(b);
+		exchange_replied(ex);
+		exchange_close(ex, NULL);
+		return;
+	}
+	if (query != NULL && uri_query_get(query, "ns", ns, sizeof(ns)) == 0) {
+		if (!v2_ns_valid(ns)) {
+			status = 400;
+			code = "NAME_INVALID";
+			msg = "invalid ns parameter";
+			goto fail;
+		}
+		has_ns = 1;
+	}
+	if ((status = route_resolve(upstream_get(0), upstream_count(),
+	    conf->default_upstream, has_ns ? ns : NULL, ex->p.name, &ex->rt,
+	    &code, &msg)) != 0)
+		goto fail;
+	if (has_ns) {
+		snprintf(ex->ns, sizeof(ex->ns), "%s", ns);
+		ex->rt.ns = ex->ns;
+	}
+	if ((status = v2_upstream_path(ex, query, &upath, &code, &msg)) != 0)
+		goto fail;
+
+	xasprintf(&scope, "repository:%s:pull", ex->rt.name);
+	ex->ur = upreq_new(ex->rt.upstream, m, upath, scope, &v2_upreq_cb, ex);
+	free(scope);
+	free(upath);
+	for (i = 0; pass[i] != NULL; i++)
+		TAILQ_FOREACH(kv, in, next)
+			if (strcasecmp(kv->key, pass[i]) == 0)
+				upreq_add_header(ex->ur, pass[i], kv->value);
+	ex->client = c;
+	c->gone_cb = exchange_client_gone;
+	c->gone_arg = ex;
+	upreq_start(ex->ur);
+	return;
+
+ fail:
+	ex->status = status;
+	if (has_ns && status == 404)
+		log_info("refused unknown ns \"%s\"", ns);
+	v2_send_error(req, status, code, msg);
+	exchange_replied(ex);
+	exchange_close(ex, NULL);
+}

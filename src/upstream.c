@@ -1,0 +1,563 @@
+/*
+ * Upstream requests: one logical request to a configured upstream, which
+ * may take several HTTP exchanges (upstream_http.c) to answer: a bearer
+ * token from the upstream's realm, a retry with it, redirects to other
+ * hosts (where Authorization is never sent).  The caller sees only the
+ * final response.
+ */
+#include "config.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include <openssl/crypto.h>
+
+#include "regcache.h"
+
+/* A token answer larger than this is not a token answer. */
+#define TOKEN_BODY_MAX		(64 * 1024)
+
+struct upreq {
+	uint32_t		 magic;
+	uint64_t		 id;
+	struct upstream		*up;
+	enum evhttp_cmd_type	 method;
+	char			*path;		/* on the upstream, with query */
+	char			*scope;		/* token scope, "" for none */
+	struct evkeyvalq	 hdrs;		/* the caller's request headers */
+	const struct upreq_cb	*cb;
+	void			*arg;
+
+	struct url		 target;	/* where the next exchange goes */
+	int			 on_origin;	/* target is the upstream */
+	int			 redirects;
+	int			 auth_retried;
+	char			*sent_token;	/* bearer sent, to forget on 401 */
+
+	struct httpx		*x;		/* the exchange in flight */
+	struct httpx		*tx;		/* a token request in flight */
+	struct evbuffer		*tbody;
+	int			 token_failed;
+
+	int			 busy;
+	int			 cancelled;
+	int			 paused;
+};
+
+static struct upstream	*upstreams;
+static size_t		 nupstreams;
+static uint64_t		 upreq_next_id = 1;
+
+static void	upreq_exchange(struct upreq *);
+static void	upreq_on_headers(struct httpx *, int, struct evkeyvalq *,
+		    void *);
+static void	upreq_on_body(struct httpx *, struct evbuffer *, void *);
+static void	upreq_on_done(struct httpx *, enum up_error, const char *,
+		    void *);
+
+static const struct httpx_cb upreq_httpx_cb = {
+	upreq_on_headers, upreq_on_body, upreq_on_done
+};
+
+const char *
+up_error_str(enum up_error e)
+{
+	switch (e) {
+	case UP_OK:		return "ok";
+	case UP_ERR_DNS:	return "dns";
+	case UP_ERR_CONNECT:	return "connect";
+	case UP_ERR_TLS:	return "tls";
+	case UP_ERR_TIMEOUT:	return "timeout";
+	case UP_ERR_RESET:	return "reset";
+	case UP_ERR_PROTOCOL:	return "protocol";
+	case UP_ERR_REDIRECTS:	return "redirects";
+	case UP_ERR_AUTH:	return "auth";
+	case UP_ERR_CANCELLED:	return "cancelled";
+	case UP_ERR_INTERNAL:	return "internal";
+	}
+	return "unknown";
+}
+
+/* Build the run-time upstreams of a configuration (TLS contexts too). */
+int
+upstream_init(struct config *c)
+{
+	char	err[512];
+	size_t	i;
+
+	upstreams = xcalloc(c->nupstreams, sizeof(*upstreams));
+	nupstreams = c->nupstreams;
+	for (i = 0; i < c->nupstreams; i++) {
+		struct upstream *up = &upstreams[i];
+
+		up->cfg = &c->upstreams[i];
+		TAILQ_INIT(&up->tokens);
+		/* Every upstream gets one: realms and redirects may be
+		 * https even when the upstream itself is not. */
+		up->ssl_ctx = tls_client_ctx(up->cfg->ca_file,
+		    up->cfg->tls_verify, err, sizeof(err));
+		if (up->ssl_ctx == NULL) {
+			log_warnx("upstream %s: %s", up->cfg->name, err);
+			return -1;
+		}
+	}
+	return 0;
+}
+
+void
+upstream_shutdown(void)
+{
+	size_t	i;
+
+	httpx_pool_flush();
+	for (i = 0; i < nupstreams; i++) {
+		auth_tokens_free(&upstreams[i]);
+		SSL_CTX_free(upstreams[i].ssl_ctx);
+	}
+	free(upstreams);
+	upstreams = NULL;
+	nupstreams = 0;
+}
+
+struct upstream *
+upstream_get(size_t i)
+{
+	return i < nupstreams ? &upstreams[i] : NULL;
+}
+
+size_t
+upstream_count(void)
+{
+	return nupstreams;
+}
+
+uint64_t
+upreq_id(const struct upreq *ur)
+{
+	return ur->id;
+}
+
+/* Point target at the upstream itself, path included. */
+static void
+upreq_target_origin(struct upreq *ur)
+{
+	struct upstream_cfg	*cfg = ur->up->cfg;
+
+	url_clear(&ur->target);
+	ur->target.tls = cfg->tls;
+	ur->target.host = xstrdup(cfg->host);
+	ur->target.port = xstrdup(cfg->port);
+	xasprintf(&ur->target.path, "%s%s", cfg->base_path, ur->path);
+	ur->on_origin = 1;
+}
+
+/*
+ * A request to upstream up for path (which starts with /v2/), asking
+ * tokens for scope (NULL for none).  Nothing happens before upreq_start.
+ */
+struct upreq *
+upreq_new(struct upstream *up, enum evhttp_cmd_type method, const char *path,
+    const char *scope, const struct upreq_cb *cb, void *arg)
+{
+	struct upreq	*ur;
+
+	ur = xcalloc(1, sizeof(*ur));
+	ur->magic = UPREQ_MAGIC;
+	ur->id = upreq_next_id++;
+	ur->up = up;
+	ur->method = method;
+	ur->path = xstrdup(path);
+	ur->scope = xstrdup(scope != NULL ? scope : "");
+	ur->cb = cb;
+	ur->arg = arg;
+	TAILQ_INIT(&ur->hdrs);
+	upreq_target_origin(ur);
+	return ur;
+}
+
+void
+upreq_add_header(struct upreq *ur, const char *name, const char *value)
+{
+	evhttp_add_header(&ur->hdrs, name, value);
+}
+
+void
+upreq_start(struct upreq *ur)
+{
+	CHECK_MAGIC(ur, UPREQ_MAGIC);
+	upreq_exchange(ur);
+}
+
+static void
+upreq_free(struct upreq *ur)
+{
+	if (ur->x != NULL)
+		httpx_cancel(ur->x);
+	if (ur->tx != NULL)
+		httpx_cancel(ur->tx);
+	if (ur->tbody != NULL)
+		evbuffer_free(ur->tbody);
+	evhttp_clear_headers(&ur->hdrs);
+	url_clear(&ur->target);
+	free(ur->sent_token);
+	free(ur->path);
+	free(ur->scope);
+	ur->magic = 0;
+	free(ur);
+}
+
+/* The caller is gone: no callback runs after this. */
+void
+upreq_cancel(struct upreq *ur)
+{
+	CHECK_MAGIC(ur, UPREQ_MAGIC);
+	if (ur->busy) {
+		ur->cancelled = 1;
+		return;
+	}
+	upreq_free(ur);
+}
+
+void
+upreq_pause(struct upreq *ur)
+{
+	CHECK_MAGIC(ur, UPREQ_MAGIC);
+	ur->paused = 1;
+	if (ur->x != NULL)
+		httpx_pause(ur->x);
+}
+
+void
+upreq_resume(struct upreq *ur)
+{
+	CHECK_MAGIC(ur, UPREQ_MAGIC);
+	ur->paused = 0;
+	if (ur->x != NULL)
+		httpx_resume(ur->x);
+}
+
+/* Tell the caller it is over, then free; the single exit of an upreq. */
+static void
+upreq_finish(struct upreq *ur, enum up_error err, const char *cause)
+{
+	ur->busy++;
+	ur->cb->on_done(ur, err, cause, ur->arg);
+	ur->busy--;
+	upreq_free(ur);
+}
+
+/* Start the next exchange towards ur->target with the right headers. */
+static void
+upreq_exchange(struct upreq *ur)
+{
+	struct upstream_cfg	*cfg = ur->up->cfg;
+	struct evkeyvalq	 h;
+	struct evkeyval		*kv;
+	const char		*tok;
+	char			*auth = NULL, *cred, *b64;
+
+	TAILQ_INIT(&h);
+	TAILQ_FOREACH(kv, &ur->hdrs, next)
+		evhttp_add_header(&h, kv->key, kv->value);
+	free(ur->sent_token);
+	ur->sent_token = NULL;
+	/* Credentials go only to the upstream itself, never to a host a
+	 * redirect named (S3 and CDNs reject or must not see them). */
+	if (ur->on_origin) {
+		tok = auth_token_lookup(ur->up, ur->scope, time(NULL));
+		if (tok != NULL) {
+			xasprintf(&auth, "Bearer %s", tok);
+			ur->sent_token = xstrdup(tok);
+		} else if (ur->up->basic_known && cfg->username != NULL) {
+			xasprintf(&cred, "%s:%s", cfg->username,
+			    cfg->password);
+			b64 = base64_encode(cred, strlen(cred));
+			xasprintf(&auth, "Basic %s", b64);
+			OPENSSL_cleanse(cred, strlen(cred));
+			free(cred);
+			free(b64);
+		}
+		if (auth != NULL) {
+			evhttp_add_header(&h, "Authorization", auth);
+			OPENSSL_cleanse(auth, strlen(auth));
+			free(auth);
+		}
+	}
+	log_debug("%s: upreq %llu: %s %s://%s:%s%s", __func__,
+	    (unsigned long long)ur->id,
+	    ur->method == EVHTTP_REQ_HEAD ? "HEAD" : "GET",
+	    ur->target.tls ? "https" : "http", ur->target.host,
+	    ur->target.port, ur->target.path);
+	ur->x = httpx_start(&ur->target, ur->up->ssl_ctx, 0, ur->method, &h,
+	    &upreq_httpx_cb, ur);
+	evhttp_clear_headers(&h);
+	if (ur->paused)
+		httpx_pause(ur->x);
+}
+
+/* Token service answer collected: store the token and retry. */
+static void
+upreq_token_body(struct httpx *x, struct evbuffer *data, void *arg)
+{
+	struct upreq	*ur = arg;
+
+	if (evbuffer_get_length(ur->tbody) + evbuffer_get_length(data) >
+	    TOKEN_BODY_MAX) {
+		ur->token_failed = 1;
+		return;
+	}
+	evbuffer_add_buffer(ur->tbody, data);
+}
+
+static void
+upreq_token_headers(struct httpx *x, int status, struct evkeyvalq *h,
+    void *arg)
+{
+	struct upreq	*ur = arg;
+
+	if (status != 200) {
+		log_warnx("upstream %s: token service answered %d",
+		    ur->up->cfg->name, status);
+		ur->token_failed = 1;
+	}
+}
+
+static void
+upreq_token_done(struct httpx *x, enum up_error err, const char *cause,
+    void *arg)
+{
+	struct upreq		*ur = arg;
+	struct token_response	 tr;
+	char			 e[256];
+	size_t			 len;
+
+	CHECK_MAGIC(ur, UPREQ_MAGIC);
+	ur->tx = NULL;
+	if (err != UP_OK) {
+		log_warnx("upstream %s: token service: %s", ur->up->cfg->name,
+		    cause);
+		upreq_finish(ur, err == UP_ERR_TIMEOUT ? err : UP_ERR_AUTH,
+		    cause);
+		return;
+	}
+	len = evbuffer_get_length(ur->tbody);
+	if (ur->token_failed || auth_parse_token_response(
+	    (const char *)evbuffer_pullup(ur->tbody, -1), len, &tr, e,
+	    sizeof(e)) == -1) {
+		if (!ur->token_failed)
+			log_warnx("upstream %s: %s", ur->up->cfg->name, e);
+		upreq_finish(ur, UP_ERR_AUTH, "token service refused");
+		return;
+	}
+	auth_token_store(ur->up, ur->scope, tr.token,
+	    auth_token_expiry(&tr, time(NULL)));
+	log_debug("%s: upreq %llu: token for \"%s\", %ld s", __func__,
+	    (unsigned long long)ur->id, ur->scope, tr.expires_in);
+	auth_token_response_clear(&tr);
+	evbuffer_free(ur->tbody);
+	ur->tbody = NULL;
+	upreq_exchange(ur);
+}
+
+static const struct httpx_cb upreq_token_cb = {
+	upreq_token_headers, upreq_token_body, upreq_token_done
+};
+
+/* Ask the challenge's realm for a token (Docker token spec). */
+static int
+upreq_fetch_token(struct upreq *ur, const struct auth_challenge *ch)
+{
+	struct upstream_cfg	*cfg = ur->up->cfg;
+	struct evkeyvalq	 h;
+	struct url		 u;
+	char			*full, *svc = NULL, *scope = NULL, *cred, *b64;
+	char			*auth;
+	const char		*want = ch->scope != NULL ? ch->scope :
+				    ur->scope;
+
+	if (ch->realm == NULL)
+		return -1;
+	if (ch->service != NULL)
+		svc = uri_escape(ch->service);
+	if (*want != '\0')
+		scope = uri_escape(want);
+	xasprintf(&full, "%s%s%s%s%s%s", ch->realm,
+	    strchr(ch->realm, '?') ? "&" : "?",
+	    svc ? "service=" : "", svc ? svc : "",
+	    scope ? (svc ? "&scope=" : "scope=") : "", scope ? scope : "");
+	free(svc);
+	free(scope);
+	if (url_parse(full, &u) == -1) {
+		log_warnx("upstream %s: bad realm in challenge", cfg->name);
+		free(full);
+		return -1;
+	}
+	free(full);
+	TAILQ_INIT(&h);
+	if (cfg->username != NULL) {
+		xasprintf(&cred, "%s:%s", cfg->username, cfg->password);
+		b64 = base64_encode(cred, strlen(cred));
+		xasprintf(&auth, "Basic %s", b64);
+		evhttp_add_header(&h, "Authorization", auth);
+		OPENSSL_cleanse(cred, strlen(cred));
+		OPENSSL_cleanse(auth, strlen(auth));
+		free(cred);
+		free(b64);
+		free(auth);
+	}
+	evhttp_add_header(&h, "Accept", "application/json");
+	ur->tbody = evbuffer_new();
+	ur->token_failed = 0;
+	ur->tx = httpx_start(&u, ur->up->ssl_ctx, 0, EVHTTP_REQ_GET, &h,
+	    &upreq_token_cb, ur);
+	evhttp_clear_headers(&h);
+	url_clear(&u);
+	return 0;
+}
+
+/*
+ * A 401 from the upstream: answer its challenge once (a token, or Basic
+ * with the configured credentials).  Returns 1 when a retry is under way.
+ */
+static int
+upreq_handle_401(struct upreq *ur, struct evkeyvalq *h)
+{
+	struct evkeyval		*kv;
+	struct auth_challenge	 ch, bearer, basic;
+	int			 have_bearer = 0, have_basic = 0, rc = 0;
+
+	if (ur->auth_retried || !ur->on_origin)
+		return 0;
+	memset(&bearer, 0, sizeof(bearer));
+	memset(&basic, 0, sizeof(basic));
+	TAILQ_FOREACH(kv, h, next) {
+		if (strcasecmp(kv->key, "WWW-Authenticate") != 0 ||
+		    auth_parse_challenge(kv->value, &ch) == -1)
+			continue;
+		if (strcasecmp(ch.scheme, "Bearer") == 0 && !have_bearer) {
+			bearer = ch;
+			have_bearer = 1;
+		} else if (strcasecmp(ch.scheme, "Basic") == 0 &&
+		    !have_basic) {
+			basic = ch;
+			have_basic = 1;
+		} else
+			auth_challenge_clear(&ch);
+	}
+	ur->auth_retried = 1;
+	if (ur->sent_token != NULL)
+		auth_token_forget(ur->up, ur->scope, ur->sent_token);
+	if (have_bearer) {
+		if (upreq_fetch_token(ur, &bearer) == 0)
+			rc = 1;
+	} else if (have_basic && ur->up->cfg->username != NULL &&
+	    !ur->up->basic_known) {
+		ur->up->basic_known = 1;
+		rc = 1;
+	}
+	auth_challenge_clear(&bearer);
+	auth_challenge_clear(&basic);
+	return rc;
+}
+
+/* A 3xx with Location: follow it ourselves, without credentials. */
+static int
+upreq_handle_redirect(struct upreq *ur, int status, struct evkeyvalq *h)
+{
+	const char	*loc = evhttp_find_header(h, "Location");
+	struct url	 u;
+	char		*abs;
+
+	if (loc == NULL)
+		return 0;
+	if (ur->redirects >= conf->max_redirects)
+		return -1;
+	abs = url_resolve(&ur->target, loc);
+	if (url_parse(abs, &u) == -1) {
+		free(abs);
+		return -1;
+	}
+	free(abs);
+	ur->redirects++;
+	ur->on_origin = u.tls == ur->up->cfg->tls &&
+	    strcasecmp(u.host, ur->up->cfg->host) == 0 &&
+	    strcmp(u.port, ur->up->cfg->port) == 0;
+	url_clear(&ur->target);
+	ur->target = u;
+	if (status == 303 && ur->method != EVHTTP_REQ_HEAD)
+		ur->method = EVHTTP_REQ_GET;
+	log_debug("%s: upreq %llu: %d to %s host %s", __func__,
+	    (unsigned long long)ur->id, status,
+	    ur->on_origin ? "the same" : "another", u.host);
+	return 1;
+}
+
+static void
+upreq_on_headers(struct httpx *x, int status, struct evkeyvalq *h, void *arg)
+{
+	struct upreq	*ur = arg;
+	int		 rc;
+
+	CHECK_MAGIC(ur, UPREQ_MAGIC);
+	if (status == 401 && upreq_handle_401(ur, h)) {
+		/* Drop this answer; the retry starts when the token is in
+		 * (or now, for Basic). */
+		httpx_cancel(x);
+		ur->x = NULL;
+		if (ur->tx == NULL)
+			upreq_exchange(ur);
+		return;
+	}
+	if (status == 301 || status == 302 || status == 303 ||
+	    status == 307 || status == 308) {
+		if ((rc = upreq_handle_redirect(ur, status, h)) == 1) {
+			httpx_cancel(x);
+			ur->x = NULL;
+			upreq_exchange(ur);
+			return;
+		}
+		if (rc == -1) {
+			httpx_cancel(x);
+			ur->x = NULL;
+			upreq_finish(ur, UP_ERR_REDIRECTS,
+			    "too many or bad redirects");
+			return;
+		}
+	}
+	ur->busy++;
+	ur->cb->on_headers(ur, status, h, ur->arg);
+	ur->busy--;
+	if (ur->cancelled)
+		upreq_free(ur);	/* cancels x: it checks its own busy flag */
+}
+
+static void
+upreq_on_body(struct httpx *x, struct evbuffer *data, void *arg)
+{
+	struct upreq	*ur = arg;
+
+	CHECK_MAGIC(ur, UPREQ_MAGIC);
+	if (ur->cancelled)
+		return;
+	ur->busy++;
+	ur->cb->on_body(ur, data, ur->arg);
+	ur->busy--;
+	if (ur->cancelled)
+		upreq_free(ur);
+}
+
+static void
+upreq_on_done(struct httpx *x, enum up_error err, const char *cause,
+    void *arg)
+{
+	struct upreq	*ur = arg;
+
+	CHECK_MAGIC(ur, UPREQ_MAGIC);
+	ur->x = NULL;
+	if (ur->cancelled)
+		return;
+	upreq_finish(ur, err, cause);
+}

@@ -1,0 +1,340 @@
+/*
+ * Small helpers shared by every file: allocation that cannot fail, URLs,
+ * base64, query strings, times and header lists.
+ */
+#include "config.h"
+
+#include <sys/stat.h>
+#include <ctype.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include <event2/http.h>
+#include <openssl/evp.h>
+
+#include "regcache.h"
+
+/* Allocation failure is not something a daemon can recover from. */
+void *
+xcalloc(size_t n, size_t size)
+{
+	void	*p;
+
+	if ((p = calloc(n, size)) == NULL)
+		fatal("calloc");
+	return p;
+}
+
+char *
+xstrdup(const char *s)
+{
+	char	*p;
+
+	if ((p = strdup(s)) == NULL)
+		fatal("strdup");
+	return p;
+}
+
+char *
+xstrndup(const char *s, size_t n)
+{
+	char	*p;
+
+	if ((p = strndup(s, n)) == NULL)
+		fatal("strndup");
+	return p;
+}
+
+int
+xasprintf(char **out, const char *fmt, ...)
+{
+	va_list	 ap;
+	int	 n;
+
+	va_start(ap, fmt);
+	n = vasprintf(out, fmt, ap);
+	va_end(ap);
+	if (n < 0)
+		fatal("vasprintf");
+	return n;
+}
+
+/* strlcpy: copies what fits, returns strlen(src) so callers see truncation. */
+size_t
+strlcpy_rc(char *dst, const char *src, size_t size)
+{
+	size_t	len = strlen(src);
+
+	if (size > 0) {
+		size_t n = len < size - 1 ? len : size - 1;
+		memcpy(dst, src, n);
+		dst[n] = '\0';
+	}
+	return len;
+}
+
+/* Parse an absolute http(s) URL; the parts are owned by *u. */
+int
+url_parse(const char *s, struct url *u)
+{
+	struct evhttp_uri	*uri;
+	const char		*scheme, *host, *path, *query;
+	int			 port;
+
+	memset(u, 0, sizeof(*u));
+	if ((uri = evhttp_uri_parse_with_flags(s, 0)) == NULL)
+		return -1;
+	scheme = evhttp_uri_get_scheme(uri);
+	host = evhttp_uri_get_host(uri);
+	if (scheme == NULL || host == NULL || *host == '\0' ||
+	    evhttp_uri_get_userinfo(uri) != NULL)
+		goto fail;
+	if (strcasecmp(scheme, "https") == 0)
+		u->tls = 1;
+	else if (strcasecmp(scheme, "http") != 0)
+		goto fail;
+	if (host[0] == '[') {
+		size_t len = strlen(host);
+		if (len < 3 || host[len - 1] != ']')
+			goto fail;
+		u->host = xstrndup(host + 1, len - 2);
+	} else
+		u->host = xstrdup(host);
+	port = evhttp_uri_get_port(uri);
+	if (port == -1)
+		port = u->tls ? 443 : 80;
+	if (port <= 0 || port > 65535)
+		goto fail;
+	xasprintf(&u->port, "%d", port);
+	path = evhttp_uri_get_path(uri);
+	query = evhttp_uri_get_query(uri);
+	if (path == NULL || *path == '\0')
+		path = "/";
+	if (query != NULL)
+		xasprintf(&u->path, "%s%s?%s", *path == '/' ? "" : "/", path,
+		    query);
+	else
+		xasprintf(&u->path, "%s%s", *path == '/' ? "" : "/", path);
+	evhttp_uri_free(uri);
+	return 0;
+ fail:
+	evhttp_uri_free(uri);
+	url_clear(u);
+	return -1;
+}
+
+void
+url_clear(struct url *u)
+{
+	free(u->host);
+	free(u->port);
+	free(u->path);
+	memset(u, 0, sizeof(*u));
+}
+
+/* The Host header value for u: host[:port], port omitted when default. */
+static void
+url_origin(const struct url *u, char *buf, size_t len)
+{
+	int	 dflt = strcmp(u->port, u->tls ? "443" : "80") == 0;
+	int	 v6 = strchr(u->host, ':') != NULL;
+
+	snprintf(buf, len, "%s://%s%s%s%s%s", u->tls ? "https" : "http",
+	    v6 ? "[" : "", u->host, v6 ? "]" : "", dflt ? "" : ":",
+	    dflt ? "" : u->port);
+}
+
+/* Resolve a Location header against the URL it came from (RFC 3986 5.2,
+ * without dot-segment removal: registries send absolute paths or URLs). */
+char *
+url_resolve(const struct url *base, const char *loc)
+{
+	char	 origin[512], *out, *slash, *dir;
+
+	if (strncasecmp(loc, "http://", 7) == 0 ||
+	    strncasecmp(loc, "https://", 8) == 0)
+		return xstrdup(loc);
+	if (loc[0] == '/' && loc[1] == '/') {
+		xasprintf(&out, "%s:%s", base->tls ? "https" : "http", loc);
+		return out;
+	}
+	url_origin(base, origin, sizeof(origin));
+	if (loc[0] == '/') {
+		xasprintf(&out, "%s%s", origin, loc);
+		return out;
+	}
+	dir = xstrdup(base->path);
+	if ((slash = strchr(dir, '?')) != NULL)
+		*slash = '\0';
+	if ((slash = strrchr(dir, '/')) != NULL)
+		slash[1] = '\0';
+	xasprintf(&out, "%s%s%s", origin, dir, loc);
+	free(dir);
+	return out;
+}
+
+char *
+base64_encode(const void *data, size_t len)
+{
+	char	*out = xcalloc(1, 4 * ((len + 2) / 3) + 1);
+
+	EVP_EncodeBlock((unsigned char *)out, data, (int)len);
+	return out;
+}
+
+static int
+hexval(int c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
+/*
+ * Find key in a query string ("a=1&b=2", with or without a leading path and
+ * '?') and copy its percent-decoded value.  0 found, -1 absent or too long
+ * or badly encoded.
+ */
+int
+uri_query_get(const char *uri, const char *key, char *out, size_t outlen)
+{
+	const char	*q, *p, *end;
+	size_t		 klen = strlen(key), n;
+
+	if ((q = strchr(uri, '?')) != NULL)
+		q++;
+	else
+		q = uri;
+	for (p = q; p != NULL && *p != '\0'; p = *end ? end + 1 : NULL) {
+		if ((end = strchr(p, '&')) == NULL)
+			end = p + strlen(p);
+		if ((size_t)(end - p) < klen || strncmp(p, key, klen) != 0 ||
+		    (p[klen] != '=' && p + klen != end))
+			continue;
+		p += klen;
+		if (*p == '=')
+			p++;
+		for (n = 0; p < end; p++) {
+			int c = (unsigned char)*p;
+			if (c == '+')
+				c = ' ';
+			else if (c == '%') {
+				int hi, lo;
+				if (end - p < 3 || (hi = hexval(p[1])) < 0 ||
+				    (lo = hexval(p[2])) < 0)
+					return -1;
+				c = hi << 4 | lo;
+				p += 2;
+			}
+			if (c == '\0' || n + 1 >= outlen)
+				return -1;
+			out[n++] = (char)c;
+		}
+		out[n] = '\0';
+		return 0;
+	}
+	return -1;
+}
+
+/* Percent-encode everything but RFC 3986 unreserved characters. */
+char *
+uri_escape(const char *s)
+{
+	char	*out;
+
+	if ((out = evhttp_uriencode(s, -1, 0)) == NULL)
+		fatal("evhttp_uriencode");
+	return out;
+}
+
+/* Parse "2006-01-02T15:04:05[.frac](Z|+hh:mm)", as token services send. */
+int
+time_parse_rfc3339(const char *s, time_t *out)
+{
+	struct tm	 tm;
+	const char	*p;
+	int		 off = 0, sign, hh, mm;
+
+	memset(&tm, 0, sizeof(tm));
+	if ((p = strptime(s, "%Y-%m-%dT%H:%M:%S", &tm)) == NULL)
+		return -1;
+	if (*p == '.')
+		for (p++; isdigit((unsigned char)*p); p++)
+			;
+	if (*p == 'Z' || *p == 'z')
+		p++;
+	else if (*p == '+' || *p == '-') {
+		sign = *p == '-' ? -1 : 1;
+		if (sscanf(p + 1, "%2d:%2d", &hh, &mm) != 2)
+			return -1;
+		off = sign * (hh * 3600 + mm * 60);
+		p += 6;
+	} else
+		return -1;
+	if (*p != '\0')
+		return -1;
+	*out = timegm(&tm) - off;
+	return 0;
+}
+
+/* Milliseconds on a clock that does not jump. */
+uint64_t
+mono_ms(void)
+{
+	struct timespec	ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+int
+mkdir_p(const char *path, mode_t mode)
+{
+	char	*p, *s = xstrdup(path);
+	int	 rc = 0;
+
+	for (p = s + 1; rc == 0; p++) {
+		if (*p != '/' && *p != '\0')
+			continue;
+		char c = *p;
+		*p = '\0';
+		if (mkdir(s, mode) == -1 && errno != EEXIST)
+			rc = -1;
+		*p = c;
+		if (c == '\0')
+			break;
+	}
+	free(s);
+	return rc;
+}
+
+/* Append every src header called name to dst; returns how many. */
+int
+headers_copy(struct evkeyvalq *dst, const struct evkeyvalq *src,
+    const char *name)
+{
+	struct evkeyval	*kv;
+	int		 n = 0;
+
+	TAILQ_FOREACH(kv, src, next) {
+		if (strcasecmp(kv->key, name) == 0) {
+			evhttp_add_header(dst, kv->key, kv->value);
+			n++;
+		}
+	}
+	return n;
+}
+
+void
+headers_clear(struct evkeyvalq *h)
+{
+	evhttp_clear_headers(h);
+}

@@ -1,0 +1,528 @@
+/*
+ * Unit tests of src/config.c: the embedded defaults, files good and bad
+ * (each error with its line, column and key path), the overrides and the
+ * URL parser.  Files are written under $TMPDIR and removed afterwards.
+ */
+#include "config.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "regcache.h"
+#include "tap.h"
+
+/* The start of a file with one upstream "a", for the error cases. */
+#define UP_A	"{\"upstreams\": [{\"name\": \"a\", \"url\": \"http://a\","
+
+static char	 tmpdir[512];
+
+/* Writes text to a new temporary file and returns its name. */
+static char *
+write_temp(const char *text)
+{
+	char	*path;
+	FILE	*f;
+	int	 fd;
+
+	if (asprintf(&path, "%s/t_config.XXXXXX", tmpdir) == -1)
+		abort();
+	if ((fd = mkstemp(path)) == -1 || (f = fdopen(fd, "w")) == NULL) {
+		perror(path);
+		exit(1);
+	}
+	fputs(text, f);
+	fclose(f);
+	return path;
+}
+
+/*
+ * Loads text as a file.  On error, the message minus the temporary file's
+ * name goes to msg, so it reads ":3:3: bogus: unknown key".
+ */
+static struct config *
+load_text(const char *text, char *msg, size_t len)
+{
+	struct config	*cf;
+	char		 err[1024], *path = write_temp(text);
+	size_t		 n = strlen(path);
+
+	msg[0] = '\0';
+	err[0] = '\0';
+	cf = config_load(path, err, sizeof(err));
+	if (cf == NULL) {
+		if (strncmp(err, path, n) == 0)
+			snprintf(msg, len, "%s", err + n);
+		else
+			snprintf(msg, len, "(no file name) %s", err);
+	}
+	unlink(path);
+	free(path);
+	return cf;
+}
+
+/* Loads text that must fail, and returns the message (static buffer). */
+static const char *
+load_error(const char *text)
+{
+	static char	 msg[1024];
+	struct config	*cf;
+
+	if ((cf = load_text(text, msg, sizeof(msg))) != NULL) {
+		config_free(cf);
+		return "(loaded)";
+	}
+	return msg;
+}
+
+/* The embedded configuration, with nothing loaded. */
+static void
+test_defaults(void)
+{
+	struct config		*cf = config_default();
+	struct upstream_cfg	*u = &cf->upstreams[0];
+	char			 err[256] = "";
+
+	ok(cf->nlistens == 1, "default: one listener");
+	is_str(cf->listens[0].address, DEFAULT_LISTEN, "default: listen");
+	is_str(cf->listens[0].host, "127.0.0.1", "default: listen host");
+	is_str(cf->listens[0].port, "5000", "default: listen port");
+	ok(cf->listens[0].cert_file == NULL, "default: plain HTTP");
+	is_str(cf->data_dir, DEFAULT_DATA_DIR, "default: data_dir");
+	ok(cf->nupstreams == 1 && cf->default_upstream == 0,
+	    "default: one upstream, the default");
+	is_str(u->name, DEFAULT_UPSTREAM_NAME, "default: upstream name");
+	is_str(u->hostport, "registry-1.docker.io", "default: hostport");
+	ok(u->tls && strcmp(u->port, "443") == 0 && u->base_path[0] == '\0',
+	    "default: https, port 443, no base path");
+	ok(u->naliases == 2 && strcmp(u->aliases[0], "docker.io") == 0 &&
+	    strcmp(u->aliases[1], "index.docker.io") == 0,
+	    "default: aliases docker.io and index.docker.io");
+	ok(u->library_prefix && u->tls_verify && u->username == NULL,
+	    "default: library prefix, verify TLS, anonymous");
+	ok(cf->connect_timeout_ms == DEFAULT_CONNECT_TIMEOUT_MS &&
+	    cf->first_byte_timeout_ms == DEFAULT_FIRST_BYTE_TIMEOUT_MS &&
+	    cf->idle_timeout_ms == DEFAULT_IDLE_TIMEOUT_MS &&
+	    cf->client_timeout_ms == DEFAULT_CLIENT_TIMEOUT_MS,
+	    "default: timeouts");
+	ok(cf->max_connections == DEFAULT_MAX_CONNECTIONS &&
+	    cf->max_header_bytes == DEFAULT_MAX_HEADER_BYTES &&
+	    cf->max_redirects == DEFAULT_MAX_REDIRECTS &&
+	    cf->log_level == LOG_LEVEL_INFO, "default: limits and log level");
+	ok(config_validate(cf, err, sizeof(err)) == 0,
+	    "default: validates (%s)", err);
+	config_free(cf);
+}
+
+/* A file that sets every key, TLS files and all. */
+static void
+test_full_file(void)
+{
+	struct config		*cf;
+	struct upstream_cfg	*u;
+	char			*crt = write_temp("cert");
+	char			*key = write_temp("key");
+	char			*ca = write_temp("ca"), *text, msg[1024];
+	char			 err[1024] = "";
+
+	if (asprintf(&text,
+	    "{\n"
+	    "  \"listen\": [ \"127.0.0.1:5000\", \":5001\",\n"
+	    "    {\"address\": \"[::1]:5443\",\n"
+	    "     \"tls\": {\"certificate\": \"%s\", \"key\": \"%s\"}} ],\n"
+	    "  \"data_dir\": \"/var/cache/regcache\",\n"
+	    "  \"default_upstream\": \"ghcr\",\n"
+	    "  \"upstreams\": [\n"
+	    "    { \"name\": \"docker.io\",\n"
+	    "      \"url\": \"https://registry-1.docker.io\",\n"
+	    "      \"aliases\": [\"docker.io\", \"Index.Docker.IO\"],\n"
+	    "      \"prefix\": \"dockerhub\",\n"
+	    "      \"auth\": {\"username\": \"u\",\n"
+	    "               \"password\": \"p\"} },\n"
+	    "    { \"name\": \"ghcr\",\n"
+	    "      \"url\": \"https://GHCR.io:8443/v2x/\",\n"
+	    "      \"prefix\": \"gh/cr\", \"auth\": null,\n"
+	    "      \"ca_file\": \"%s\",\n"
+	    "      \"tls_verify\": false, \"library_prefix\": true },\n"
+	    "    { \"name\": \"local\", \"url\": \"http://[::1]\" }\n"
+	    "  ],\n"
+	    "  \"timeouts\": {\"connect\": 2.5, \"first_byte\": 30,\n"
+	    "                \"idle\": 1, \"client\": 600},\n"
+	    "  \"limits\": {\"max_connections\": 10,\n"
+	    "             \"max_header_bytes\": 2048,\n"
+	    "             \"max_redirects\": 0},\n"
+	    "  \"log\": {\"level\": \"debug\"}\n"
+	    "}\n", crt, key, ca) == -1)
+		abort();
+	cf = load_text(text, msg, sizeof(msg));
+	ok(cf != NULL, "full file loads%s%s", cf ? "" : ": ", msg);
+	if (cf == NULL)
+		goto out;
+	ok(cf->nlistens == 3, "full: three listeners");
+	ok(strcmp(cf->listens[1].host, "0.0.0.0") == 0 &&
+	    strcmp(cf->listens[1].port, "5001") == 0,
+	    "full: \":5001\" listens on 0.0.0.0");
+	ok(strcmp(cf->listens[2].host, "::1") == 0 &&
+	    strcmp(cf->listens[2].cert_file, crt) == 0 &&
+	    strcmp(cf->listens[2].key_file, key) == 0,
+	    "full: IPv6 TLS listener");
+	is_str(cf->data_dir, "/var/cache/regcache", "full: data_dir");
+	ok(cf->nupstreams == 3 && cf->default_upstream == 1,
+	    "full: three upstreams, default ghcr");
+	u = &cf->upstreams[0];
+	ok(u->naliases == 2 && strcmp(u->aliases[1], "index.docker.io") == 0,
+	    "full: aliases are lower-cased");
+	ok(u->library_prefix && strcmp(u->prefix, "dockerhub") == 0 &&
+	    strcmp(u->username, "u") == 0 && strcmp(u->password, "p") == 0,
+	    "full: docker hub prefix, library_prefix default, auth");
+	u = &cf->upstreams[1];
+	ok(strcmp(u->host, "ghcr.io") == 0 && strcmp(u->port, "8443") == 0 &&
+	    strcmp(u->hostport, "ghcr.io:8443") == 0 &&
+	    strcmp(u->base_path, "/v2x") == 0,
+	    "full: ghcr URL parts");
+	ok(u->username == NULL && !u->tls_verify && u->library_prefix &&
+	    strcmp(u->ca_file, ca) == 0, "full: ghcr options");
+	u = &cf->upstreams[2];
+	ok(!u->tls && strcmp(u->port, "80") == 0 &&
+	    strcmp(u->hostport, "[::1]") == 0 && !u->library_prefix &&
+	    u->tls_verify, "full: plain upstream defaults");
+	ok(cf->connect_timeout_ms == 2500 && cf->first_byte_timeout_ms ==
+	    30000 && cf->idle_timeout_ms == 1000 &&
+	    cf->client_timeout_ms == 600000, "full: timeouts in ms");
+	ok(cf->max_connections == 10 && cf->max_header_bytes == 2048 &&
+	    cf->max_redirects == 0 && cf->log_level == LOG_LEVEL_DEBUG,
+	    "full: limits and log level");
+	ok(config_validate(cf, err, sizeof(err)) == 0,
+	    "full: validates (%s)", err);
+	unlink(ca);
+	ok(config_validate(cf, err, sizeof(err)) == -1 &&
+	    strstr(err, "ca_file") != NULL && strstr(err, "ghcr") != NULL,
+	    "full: missing ca_file is caught by validate (%s)", err);
+	config_free(cf);
+ out:
+	unlink(crt);
+	unlink(key);
+	unlink(ca);
+	free(crt);
+	free(key);
+	free(ca);
+	free(text);
+}
+
+/* Bad files: each message with its line, column and key path. */
+static void
+test_errors(void)
+{
+	const char	*m;
+
+	m = load_error("{\n  \"listen\": [\n    \"127.0.0.1:5000\",\n  ]\n}\n");
+	ok(strncmp(m, ":4:3: ", 6) == 0, "syntax error has line:col (%s)", m);
+
+	m = load_error("{\n  \"data_dir\": \"x\",\n  \"bogus\": 1\n}\n");
+	is_str(m, ":3:3: bogus: unknown key", "unknown key at the top");
+
+	m = load_error(
+	    "{\n"
+	    "  \"upstreams\": [\n"
+	    "    {\"name\": \"a\", \"url\": \"https://a.example\"},\n"
+	    "    {\"name\": \"b\", \"url\": \"https://b.example\",\n"
+	    "     \"auth\": {\"username\": \"u\", \"pasword\": \"p\"}}\n"
+	    "  ]\n"
+	    "}\n");
+	is_str(m, ":5:32: upstreams[1].auth.pasword: unknown key",
+	    "unknown nested key");
+
+	m = load_error("{\"data_dir\": \"\xc3\xa9t\xc3\xa9\", "
+	    "\"lo\\u0067\": {\"level\": \"x\"}}");
+	is_str(m, ":1:34: log.level: level \"x\" must be one of error, warn, "
+	    "info, debug", "escaped key found, columns in characters");
+
+	m = load_error("{\"timeouts\": {\"connect\": \"10\"}}");
+	is_str(m, ":1:15: timeouts.connect: expected a number of seconds, "
+	    "got a string", "wrong type names the expected one");
+
+	m = load_error("{\"limits\": {\"max_redirects\": 1.5}}");
+	is_str(m, ":1:13: limits.max_redirects: expected an integer, got a "
+	    "real number", "limits want integers");
+
+	m = load_error("{\"limits\": {\"max_header_bytes\": 100}}");
+	ok(strstr(m, "from 1024 to 1048576") != NULL,
+	    "max_header_bytes range (%s)", m);
+
+	m = load_error("{\"listen\": \"127.0.0.1:5000\"}");
+	is_str(m, ":1:2: listen: expected an array, got a string",
+	    "listen must be an array");
+
+	m = load_error("{\"listen\": [\"127.0.0.1\"]}");
+	ok(strstr(m, ":1:13: listen[0]: ") == m && strstr(m, "port") != NULL,
+	    "listen address without port (%s)", m);
+
+	m = load_error("{\"listen\": [{\"address\": \":99999\"}]}");
+	ok(strstr(m, "listen[0].address: ") != NULL &&
+	    strstr(m, "1 to 65535") != NULL, "listen port range (%s)", m);
+
+	m = load_error("{\"listen\": [{\"address\": \":1\", \"tls\": "
+	    "{\"certificate\": \"c\"}}]}");
+	ok(strstr(m, "listen[0].tls: ") != NULL &&
+	    strstr(m, "both or neither") != NULL, "tls needs both (%s)", m);
+
+	m = load_error(
+	    "{\n"
+	    "  \"upstreams\": [\n"
+	    "    {\"name\": \"a\", \"url\": \"https://a.example\"},\n"
+	    "    {\"name\": \"b\",\n"
+	    "      \"url\": \"ftp://b.example\"}\n"
+	    "  ]\n"
+	    "}\n");
+	is_str(m, ":5:7: upstreams[1].url: scheme must be http or https",
+	    "bad url scheme");
+
+	m = load_error("{\"upstreams\": [{\"name\": \"a\", "
+	    "\"url\": \"https://u:hunter2@a.example\"}]}");
+	ok(strstr(m, "user information") != NULL &&
+	    strstr(m, "hunter2") == NULL, "userinfo refused, not echoed (%s)",
+	    m);
+
+	m = load_error(UP_A
+	    " \"auth\": {\"username\": \"u\", \"password\": \"s3cr3t\\q\"}}]}");
+	ok(m[0] == ':' && strstr(m, "s3cr3t") == NULL,
+	    "syntax error does not quote a password (%s)", m);
+
+	m = load_error(UP_A
+	    " \"auth\": {\"username\": \"u\", \"password\": \"\"}}]}");
+	ok(strstr(m, "upstreams[0].auth.password: must not be empty") != NULL,
+	    "empty password (%s)", m);
+
+	m = load_error(UP_A
+	    " \"auth\": {\"username\": \"u\"}}]}");
+	ok(strstr(m, "upstreams[0].auth: missing key \"password\"") != NULL,
+	    "password required with a username (%s)", m);
+
+	m = load_error(
+	    "{\"upstreams\": [\n"
+	    "  {\"name\": \"a\", \"url\": \"https://a.example\"},\n"
+	    "  {\"name\": \"a\", \"url\": \"https://b.example\"}]}\n");
+	is_str(m, ":3:4: upstreams[1].name: upstream name \"a\" is already "
+	    "used by upstreams[0]", "duplicate upstream name");
+
+	m = load_error(
+	    "{\"upstreams\": [\n"
+	    "  {\"name\": \"a\", \"url\": \"https://a.example\",\n"
+	    "   \"aliases\": [\"mirror.example\"]},\n"
+	    "  {\"name\": \"b\", \"url\": \"https://b.example\",\n"
+	    "   \"aliases\": [\"b\", \"MIRROR.example\"]}]}\n");
+	is_str(m, ":5:21: upstreams[1].aliases[1]: host \"mirror.example\" "
+	    "already routes to upstream \"a\"", "duplicate alias");
+
+	m = load_error(
+	    "{\"upstreams\": [\n"
+	    "  {\"name\": \"a\", \"url\": \"https://a.example\"},\n"
+	    "  {\"name\": \"b\", \"url\": \"https://A.example/other\"}]}\n");
+	ok(strstr(m, ":3:17: upstreams[1].url: host \"a.example\"") == m,
+	    "same upstream host twice (%s)", m);
+
+	m = load_error(UP_A
+	    " \"prefix\": \"Hub\"}]}");
+	ok(strstr(m, "upstreams[0].prefix: prefix \"Hub\" is not") != NULL,
+	    "bad prefix (%s)", m);
+
+	m = load_error(UP_A
+	    " \"prefix\": \"hub\"}, {\"name\": \"b\", \"url\": \"http://b\","
+	    " \"prefix\": \"hub/x\"}]}");
+	ok(strstr(m, "upstreams[1].prefix: prefix \"hub/x\" overlaps")
+	    != NULL, "nested prefix (%s)", m);
+
+	m = load_error(UP_A
+	    " \"prefix\": \"hub\"}, {\"name\": \"b\", \"url\": \"http://b\","
+	    " \"prefix\": \"hubx\"}]}");
+	is_str(m, "(loaded)", "prefix hubx does not overlap hub");
+
+	m = load_error("{\"upstreams\": []}");
+	ok(strstr(m, "upstreams: at least one") != NULL, "no upstreams (%s)",
+	    m);
+
+	m = load_error("{\n\"default_upstream\": \"nope\"}");
+	is_str(m, ":2:1: default_upstream: no upstream is named \"nope\"",
+	    "default_upstream naming nothing");
+
+	m = load_error("[1]");
+	ok(strstr(m, ":1:1: the top level must be an object") == m,
+	    "top level array (%s)", m);
+
+	m = load_error("{\"log\": {}, \"log\": {}}");
+	ok(strstr(m, "duplicate") != NULL, "duplicate key (%s)", m);
+}
+
+/* default_upstream absent, null; an empty file. */
+static void
+test_default_upstream(void)
+{
+	struct config	*cf;
+	char		 msg[1024];
+
+	cf = load_text("{\"default_upstream\": null}", msg, sizeof(msg));
+	ok(cf != NULL && cf->default_upstream == -1, "null default: none");
+	config_free(cf);
+	cf = load_text(UP_A " \"prefix\": null}, {\"name\": \"b\", "
+	    "\"url\": \"http://b\"}]}", msg, sizeof(msg));
+	ok(cf != NULL && cf->default_upstream == 0,
+	    "absent default: the first");
+	config_free(cf);
+	cf = load_text("{}", msg, sizeof(msg));
+	ok(cf != NULL && cf->nupstreams == 1 &&
+	    strcmp(cf->upstreams[0].name, "docker.io") == 0 &&
+	    strcmp(cf->listens[0].address, DEFAULT_LISTEN) == 0,
+	    "empty object: defaults");
+	config_free(cf);
+}
+
+/* Flags and environment over the defaults, and what they refuse. */
+static void
+test_overrides(void)
+{
+	struct config_overrides	 ov;
+	struct config		*cf = config_default();
+	struct upstream_cfg	*u;
+	char			 err[256] = "";
+
+	memset(&ov, 0, sizeof(ov));
+	ov.listen = "[::]:6000";
+	ov.data_dir = "/srv/cache";
+	ov.upstream_url = "https://registry-1.docker.io/";
+	ov.log_level = "warn";
+	ok(config_apply_overrides(cf, &ov, err, sizeof(err)) == 0,
+	    "overrides apply");
+	ok(cf->nlistens == 1 && strcmp(cf->listens[0].host, "::") == 0 &&
+	    strcmp(cf->listens[0].port, "6000") == 0, "override: listen");
+	is_str(cf->data_dir, "/srv/cache", "override: data_dir");
+	u = &cf->upstreams[0];
+	ok(cf->nupstreams == 1 && strcmp(u->name, "registry-1.docker.io") == 0
+	    && u->naliases == 3 && strcmp(u->aliases[0],
+	    "registry-1.docker.io") == 0 && u->library_prefix &&
+	    cf->default_upstream == 0, "override: docker hub upstream");
+	ok(cf->log_level == LOG_LEVEL_WARN, "override: log level");
+
+	memset(&ov, 0, sizeof(ov));
+	ov.upstream_url = "http://[fd00::1]:5000/base";
+	ok(config_apply_overrides(cf, &ov, err, sizeof(err)) == 0 &&
+	    strcmp(cf->upstreams[0].name, "fd00--1") == 0 &&
+	    strcmp(cf->upstreams[0].aliases[0], "[fd00::1]:5000") == 0 &&
+	    cf->upstreams[0].naliases == 1 &&
+	    !cf->upstreams[0].library_prefix,
+	    "override: IPv6 upstream named after its host");
+
+	memset(&ov, 0, sizeof(ov));
+	ov.listen = "localhost";
+	ov.data_dir = "/elsewhere";
+	ok(config_apply_overrides(cf, &ov, err, sizeof(err)) == -1 &&
+	    strncmp(err, "listen address \"localhost\": ", 28) == 0,
+	    "bad listen override (%s)", err);
+	is_str(cf->data_dir, "/srv/cache", "failed override changes nothing");
+
+	memset(&ov, 0, sizeof(ov));
+	ov.upstream_url = "https://me:pw0rd@example.com";
+	ok(config_apply_overrides(cf, &ov, err, sizeof(err)) == -1 &&
+	    strstr(err, "pw0rd") == NULL, "bad upstream override (%s)", err);
+	ov.upstream_url = NULL;
+	ov.log_level = "loud";
+	ok(config_apply_overrides(cf, &ov, err, sizeof(err)) == -1 &&
+	    strstr(err, "loud") != NULL, "bad log level override (%s)", err);
+	config_free(cf);
+}
+
+/* Parses one URL into a zeroed upstream; returns 0 or -1. */
+static int
+parse_url(const char *url, struct upstream_cfg *u, char *err, size_t len)
+{
+	memset(u, 0, sizeof(*u));
+	err[0] = '\0';
+	return config_parse_url(url, u, err, len);
+}
+
+/* Frees what config_parse_url() filled. */
+static void
+url_done(struct upstream_cfg *u)
+{
+	free(u->host);
+	free(u->port);
+	free(u->hostport);
+	free(u->base_path);
+	memset(u, 0, sizeof(*u));
+}
+
+/* The URL parser on its own. */
+static void
+test_parse_url(void)
+{
+	struct upstream_cfg	 u;
+	char			 err[256];
+
+	ok(parse_url("https://[2001:DB8::1]:5443/a/b/", &u, err,
+	    sizeof(err)) == 0 && u.tls && strcmp(u.host, "2001:db8::1") == 0 &&
+	    strcmp(u.port, "5443") == 0 &&
+	    strcmp(u.hostport, "[2001:db8::1]:5443") == 0 &&
+	    strcmp(u.base_path, "/a/b") == 0, "url: IPv6 with port and path");
+	url_done(&u);
+	ok(parse_url("http://Example.COM", &u, err, sizeof(err)) == 0 &&
+	    !u.tls && strcmp(u.port, "80") == 0 &&
+	    strcmp(u.hostport, "example.com") == 0 &&
+	    strcmp(u.base_path, "") == 0, "url: http default port 80");
+	url_done(&u);
+	ok(parse_url("HTTPS://example.com/", &u, err, sizeof(err)) == 0 &&
+	    u.tls && strcmp(u.port, "443") == 0 && u.base_path[0] == '\0',
+	    "url: https default port 443, '/' is no base path");
+	url_done(&u);
+	ok(parse_url("https://u:p@example.com", &u, err, sizeof(err)) == -1 &&
+	    strstr(err, "user information") != NULL, "url: userinfo refused");
+	ok(parse_url("https://example.com/x?y=1", &u, err, sizeof(err)) == -1 &&
+	    strstr(err, "query") != NULL, "url: query refused");
+	ok(parse_url("https://example.com#f", &u, err, sizeof(err)) == -1,
+	    "url: fragment refused");
+	ok(parse_url("example.com", &u, err, sizeof(err)) == -1 &&
+	    strstr(err, "scheme") != NULL, "url: scheme required");
+	ok(parse_url("https://example.com:0", &u, err, sizeof(err)) == -1,
+	    "url: port 0 refused");
+	ok(parse_url("https://::1/", &u, err, sizeof(err)) == -1 &&
+	    strstr(err, "brackets") != NULL, "url: bare IPv6 refused");
+	ok(parse_url("https:///x", &u, err, sizeof(err)) == -1,
+	    "url: empty host refused");
+}
+
+/* The sample shipped in etc/ must load and validate as it is. */
+static void
+test_sample(void)
+{
+	struct config	*cf;
+	const char	*top = getenv("TOP_SRCDIR");
+	char		 path[1024], err[1024] = "";
+
+	snprintf(path, sizeof(path), "%s/etc/regcache.json",
+	    top != NULL ? top : ".");
+	cf = config_load(path, err, sizeof(err));
+	ok(cf != NULL, "sample %s loads%s%s", path, cf ? "" : ": ",
+	    cf ? "" : err);
+	if (cf == NULL)
+		return;
+	ok(config_validate(cf, err, sizeof(err)) == 0,
+	    "sample validates (%s)", err);
+	config_free(cf);
+}
+
+/* Runs every group; TMPDIR (default /tmp) holds the temporary files. */
+int
+main(void)
+{
+	const char	*t = getenv("TMPDIR");
+
+	snprintf(tmpdir, sizeof(tmpdir), "%s",
+	    t != NULL && *t != '\0' ? t : "/tmp");
+	test_defaults();
+	test_full_file();
+	test_errors();
+	test_default_upstream();
+	test_overrides();
+	test_parse_url();
+	test_sample();
+	return tap_done();
+}
