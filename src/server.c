@@ -119,7 +119,7 @@ server_tls_bevcb(struct event_base *base, void *arg)
 	if ((ssl = SSL_new(l->ssl_ctx)) == NULL)
 		return NULL;
 	bev = bufferevent_openssl_socket_new(base, -1, ssl,
-	    BUFFEREVENT_SSL_ACCEPTING, BEV_OPT_CLOSE_ON_FREE);
+	    BUFFEREVENT_SSL_ACCEPTING, BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
 	if (bev == NULL)
 		SSL_free(ssl);
 	else

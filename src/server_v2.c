@@ -34,7 +34,11 @@ struct exchange {
 	char			 peer[64];
 	int			 status;
 	int			 started;	/* reply headers sent */
-	int			 paused;
+	int			 paused;	/* upstream paused by us */
+	int			 finishing;	/* upstream done, output draining */
+	struct evbuffer		*out;		/* the client's output buffer */
+	struct evbuffer_cb_entry *out_cb;
+	struct event		*kick;
 	uint64_t		 bytes;
 	uint64_t		 t0;
 };
@@ -59,6 +63,7 @@ static const char *const v2_pass_headers[] = {
 
 static uint64_t	exchange_next_id = 1;
 
+static void	v2_unwatch_output(struct exchange *);
 static void	v2_up_headers(struct upreq *, int, struct evkeyvalq *, void *);
 static void	v2_up_body(struct upreq *, struct evbuffer *, void *);
 static void	v2_up_done(struct upreq *, enum up_error, const char *,
@@ -174,6 +179,9 @@ exchange_close(struct exchange *ex, const char *why)
 	    why != NULL ? " " : "", why != NULL ? why : "");
 	if (ex->ur != NULL)
 		upreq_cancel(ex->ur);
+	v2_unwatch_output(ex);
+	if (ex->kick != NULL)
+		event_free(ex->kick);
 	if (ex->client != NULL && ex->client->gone_arg == ex) {
 		ex->client->gone_cb = NULL;
 		ex->client->gone_arg = NULL;
@@ -190,6 +198,7 @@ exchange_client_gone(struct client *c, void *arg)
 	struct exchange	*ex = arg;
 
 	CHECK_MAGIC(ex, EXCHANGE_MAGIC);
+	v2_unwatch_output(ex);
 	/* A request evhttp detached from the connection is ours to free;
 	 * one still attached goes with the connection. */
 	if (ex->req != NULL && evhttp_request_get_connection(ex->req) == NULL)
@@ -213,19 +222,65 @@ exchange_replied(struct exchange *ex)
 	}
 }
 
-/* evhttp wrote everything queued to the client: read more upstream. */
+/*
+ * Back-pressure and the end of a reply both hang on the client's output
+ * buffer draining.  We watch the buffer itself rather than evhttp's write
+ * callback: with OpenSSL bufferevents that callback is deferred and can
+ * run while bytes are still queued, and evhttp then ends the reply early
+ * and stops writing, losing the tail of the body.  The watcher only
+ * schedules v2_kick, which acts from the event loop.
+ */
 static void
-v2_drained(struct evhttp_connection *evcon, void *arg)
+v2_output_cb(struct evbuffer *buf, const struct evbuffer_cb_info *info,
+    void *arg)
 {
-	struct client	*c = arg;
-	struct exchange	*ex;
+	struct exchange	*ex = arg;
+	size_t		 len;
 
-	CHECK_MAGIC(c, CLIENT_MAGIC);
-	if (c->gone_cb != exchange_client_gone)
+	if (info->n_deleted == 0)
 		return;
-	ex = c->gone_arg;
+	len = evbuffer_get_length(buf);
+	if ((ex->finishing && len == 0) ||
+	    (ex->paused && len < STREAM_HIGH_WATER / 2))
+		event_active(ex->kick, EV_TIMEOUT, 1);
+}
+
+static void
+v2_unwatch_output(struct exchange *ex)
+{
+	if (ex->out_cb != NULL)
+		evbuffer_remove_cb_entry(ex->out, ex->out_cb);
+	ex->out_cb = NULL;
+	ex->out = NULL;
+}
+
+/* Everything is written: hand the end of the reply to evhttp. */
+static void
+v2_complete(struct exchange *ex)
+{
+	struct evhttp_request	*req = ex->req;
+
+	/* Unhook first: ending the reply may close the connection, and
+	 * the close callback must not find this exchange any more. */
+	v2_unwatch_output(ex);
+	exchange_replied(ex);
+	evhttp_send_reply_end(req);
+	exchange_close(ex, NULL);
+}
+
+static void
+v2_kick(evutil_socket_t fd, short what, void *arg)
+{
+	struct exchange	*ex = arg;
+	size_t		 len;
+
 	CHECK_MAGIC(ex, EXCHANGE_MAGIC);
-	if (ex->paused && ex->ur != NULL) {
+	if (ex->out == NULL)
+		return;
+	len = evbuffer_get_length(ex->out);
+	if (ex->finishing && len == 0)
+		v2_complete(ex);
+	else if (ex->paused && ex->ur != NULL && len < STREAM_HIGH_WATER / 2) {
 		ex->paused = 0;
 		upreq_resume(ex->ur);
 	}
@@ -282,28 +337,24 @@ v2_up_headers(struct upreq *ur, int status, struct evkeyvalq *h, void *arg)
 	ex->status = status;
 	ex->started = 1;
 	evhttp_send_reply_start(ex->req, status, NULL);
-	/* Keep the write low-water at zero so the drained callback means
-	 * "everything written". */
 	bev = evhttp_connection_get_bufferevent(
 	    evhttp_request_get_connection(ex->req));
-	bufferevent_setwatermark(bev, EV_WRITE, 0, 0);
+	ex->out = bufferevent_get_output(bev);
+	ex->out_cb = evbuffer_add_cb(ex->out, v2_output_cb, ex);
 }
 
 static void
 v2_up_body(struct upreq *ur, struct evbuffer *data, void *arg)
 {
 	struct exchange		*ex = arg;
-	struct bufferevent	*bev;
 
 	CHECK_MAGIC(ex, EXCHANGE_MAGIC);
-	if (ex->req == NULL || ex->method == EVHTTP_REQ_HEAD)
+	if (ex->req == NULL || ex->out == NULL ||
+	    ex->method == EVHTTP_REQ_HEAD)
 		return;
 	ex->bytes += evbuffer_get_length(data);
-	evhttp_send_reply_chunk_with_cb(ex->req, data, v2_drained, ex->client);
-	bev = evhttp_connection_get_bufferevent(
-	    evhttp_request_get_connection(ex->req));
-	if (!ex->paused && evbuffer_get_length(bufferevent_get_output(bev)) >
-	    STREAM_HIGH_WATER) {
+	evhttp_send_reply_chunk(ex->req, data);
+	if (!ex->paused && evbuffer_get_length(ex->out) > STREAM_HIGH_WATER) {
 		ex->paused = 1;
 		upreq_pause(ur);
 	}
@@ -314,6 +365,7 @@ v2_up_done(struct upreq *ur, enum up_error err, const char *cause, void *arg)
 {
 	struct exchange			*ex = arg;
 	struct evhttp_connection	*evcon;
+	struct evhttp_request		*req;
 	char				 msg[512];
 
 	CHECK_MAGIC(ex, EXCHANGE_MAGIC);
@@ -323,9 +375,10 @@ v2_up_done(struct upreq *ur, enum up_error err, const char *cause, void *arg)
 		return;
 	}
 	if (err == UP_OK) {
-		evhttp_send_reply_end(ex->req);
-		exchange_replied(ex);
-		exchange_close(ex, NULL);
+		if (ex->out == NULL || evbuffer_get_length(ex->out) == 0)
+			v2_complete(ex);
+		else
+			ex->finishing = 1;	/* v2_output_cb sees the end */
 		return;
 	}
 	log_warnx("upstream %s: %s %s: %s", ex->rt.upstream->cfg->name,
@@ -334,8 +387,9 @@ v2_up_done(struct upreq *ur, enum up_error err, const char *cause, void *arg)
 		snprintf(msg, sizeof(msg), "upstream %s: %s",
 		    ex->rt.upstream->cfg->name, cause);
 		ex->status = err == UP_ERR_TIMEOUT ? 504 : 502;
-		v2_send_error(ex->req, ex->status, "UNAVAILABLE", msg);
+		req = ex->req;
 		exchange_replied(ex);
+		v2_send_error(req, ex->status, "UNAVAILABLE", msg);
 		exchange_close(ex, up_error_str(err));
 		return;
 	}
@@ -465,6 +519,8 @@ v2_handle(struct evhttp_request *req, void *arg)
 	ex->method = m;
 	ex->req = req;
 	ex->uri = xstrdup(evhttp_request_get_uri(req));
+	if ((ex->kick = event_new(ev_base, -1, 0, v2_kick, ex)) == NULL)
+		fatalx("%s: event_new", __func__);
 	v2_peer(req, ex->peer, sizeof(ex->peer));
 
 	if ((status = v2_path_parse(path, &ex->p, &code, &msg)) != 0)

@@ -77,9 +77,10 @@ auth_parse_challenge(const char *hdr, struct auth_challenge *ch)
 		if (*p == '\0')
 			return 0;
 		for (k = p; *p != '\0' && *p != '=' && *p != ' ' &&
-		    *p != ','; p++)
+		    *p != '\t' && *p != ','; p++)
 			;
-		klen = (size_t)(p - k);
+		if ((klen = (size_t)(p - k)) == 0)
+			goto fail;
 		while (*p == ' ' || *p == '\t')
 			p++;
 		if (*p != '=')

@@ -209,6 +209,8 @@ uri_query_get(const char *uri, const char *key, char *out, size_t outlen)
 	const char	*q, *p, *end;
 	size_t		 klen = strlen(key), n;
 
+	if (outlen == 0)
+		return -1;
 	if ((q = strchr(uri, '?')) != NULL)
 		q++;
 	else
@@ -273,7 +275,14 @@ time_parse_rfc3339(const char *s, time_t *out)
 		p++;
 	else if (*p == '+' || *p == '-') {
 		sign = *p == '-' ? -1 : 1;
-		if (sscanf(p + 1, "%2d:%2d", &hh, &mm) != 2)
+		if (!isdigit((unsigned char)p[1]) ||
+		    !isdigit((unsigned char)p[2]) || p[3] != ':' ||
+		    !isdigit((unsigned char)p[4]) ||
+		    !isdigit((unsigned char)p[5]))
+			return -1;
+		hh = (p[1] - '0') * 10 + (p[2] - '0');
+		mm = (p[4] - '0') * 10 + (p[5] - '0');
+		if (hh > 23 || mm > 59)
 			return -1;
 		off = sign * (hh * 3600 + mm * 60);
 		p += 6;
@@ -295,11 +304,19 @@ mono_ms(void)
 	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
+/* mkdir -p; fails when the path exists but is not a directory. */
 int
 mkdir_p(const char *path, mode_t mode)
 {
-	char	*p, *s = xstrdup(path);
-	int	 rc = 0;
+	struct stat	 st;
+	char		*p, *s;
+	int		 rc = 0;
+
+	if (*path == '\0') {
+		errno = ENOENT;
+		return -1;
+	}
+	s = xstrdup(path);
 
 	for (p = s + 1; rc == 0; p++) {
 		if (*p != '/' && *p != '\0')
@@ -313,6 +330,10 @@ mkdir_p(const char *path, mode_t mode)
 			break;
 	}
 	free(s);
+	if (rc == 0 && stat(path, &st) == 0 && !S_ISDIR(st.st_mode)) {
+		errno = ENOTDIR;
+		rc = -1;
+	}
 	return rc;
 }
 

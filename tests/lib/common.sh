@@ -195,6 +195,7 @@ skopeo_run() {
       REGISTRY_AUTH_FILE="$TESTDIR/run/containers/auth.json" \
       CONTAINERS_REGISTRIES_CONF="$TESTDIR/registries.conf" TMPDIR="$TESTDIR/tmp" \
     skopeo --policy "$TESTDIR/policy.json" --registries.d "$TESTDIR/registries.d" \
+      --registries-conf "$TESTDIR/registries.conf" \
       --command-timeout "${SKOPEO_TIMEOUT:-60s}" "$@"
 }
 
