@@ -1,0 +1,174 @@
+#!/bin/bash
+# A 512 MiB blob streams through regcache to a deliberately slow client:
+# regcache's peak RSS stays under 40 MB, and the first bytes reach the
+# client before the upstream has sent the last (back-pressure: regcache
+# stops reading the upstream while its output to the client is full).
+#
+# The upstream is a plain docker-registry holding one random 512 MiB blob
+# in test/big (uploaded monolithically; no manifest needed).  distribution
+# logs "response completed" for a GET only once it has written the whole
+# body, so the absence of that line while the client holds its first bytes
+# (and again after ~8 s of slow reading) shows the transfer is streamed and
+# held back rather than buffered.  tests/tools/slowclient.py is the client.
+#
+# Then a client that goes away after 10 MB: regcache logs the aborted
+# request ("client gone"), releases the upstream connection ("request
+# abandoned", a debug line: regcache runs with -v) and keeps serving.
+# Variables like up_URL and rc_PID are set indirectly (printf -v).
+# shellcheck disable=SC2154
+set -eu
+# shellcheck source=../lib/common.sh
+. "$(dirname "$0")/../lib/common.sh"
+# shellcheck source=../lib/registry.sh
+. "$SRCDIR/tests/lib/registry.sh"
+# shellcheck source=../lib/regcache.sh
+. "$SRCDIR/tests/lib/regcache.sh"
+
+require_cmd docker-registry python3 curl jq sha256sum
+require_regcache
+plan 13
+
+SIZE=$((512 * 1024 * 1024))
+RSS_LIMIT_KB=40960
+ABORT_AFTER=$((10 * 1024 * 1024))
+REPO=test/big
+
+# --- the blob, the upstream, regcache ------------------------------------------
+t=$SECONDS
+head -c "$SIZE" /dev/urandom >"$TESTDIR/big.blob"
+HEX=$(sha256sum <"$TESTDIR/big.blob" | cut -d' ' -f1)
+DIGEST=sha256:$HEX
+diag "generated $SIZE random bytes ($DIGEST) in $((SECONDS - t))s"
+
+registry_start_plain up
+
+upload_blob() {
+  local loc
+  loc=$(tcurl -f -X POST -D - -o /dev/null "$up_URL/v2/$REPO/blobs/uploads/" | tr -d '\r' |
+        awk -F': ' 'tolower($1) == "location" { print $2 }')
+  [ -n "$loc" ] || { echo "no Location from the upload POST"; return 1; }
+  case $loc in /*) loc=$up_URL$loc ;; esac
+  case $loc in *\?*) loc="$loc&digest=$DIGEST" ;; *) loc="$loc?digest=$DIGEST" ;; esac
+  curl -q -sS -f --max-time 180 -X PUT -H 'Content-Type: application/octet-stream' \
+    -T "$TESTDIR/big.blob" -o /dev/null "$loc" || return 1
+  local h
+  h=$(tcurl -f -I "$up_URL/v2/$REPO/blobs/$DIGEST" | tr -d '\r')
+  echo "$h"
+  grep -qi "^Content-Length: $SIZE$" <<<"$h" && grep -qi "^Docker-Content-Digest: $DIGEST$" <<<"$h"
+}
+t=$SECONDS
+check "upload a 512 MiB blob to the upstream; HEAD answers with its size and digest" upload_blob
+diag "upload took $((SECONDS - t))s"
+
+regcache_start rc "{
+  \"listen\": [\"127.0.0.1:@PORT@\"],
+  \"data_dir\": \"$TESTDIR/data\",
+  \"upstreams\": [ {\"name\": \"up\", \"url\": \"$up_URL\"} ]
+}" -v
+
+# Lines of the upstream's log saying it finished a GET of the blob
+# (any outcome), and the one for a complete 200 of every byte.
+BLOB_URI="/v2/$REPO/blobs/$DIGEST"
+UP_GET_DONE="msg=\"response completed\".* http\\.request\\.method=GET .*http\\.request\\.uri=\"$BLOB_URI\""
+UP_GET_FULL="$UP_GET_DONE.* http\\.response\\.status=200 http\\.response\\.written=$SIZE( |\$)"
+up_get_done() { count_lines "$up_LOG" "$UP_GET_DONE"; }
+
+# VmRSS samples of regcache, taken while the tests poll.
+RSS_MAX=0 RSS_N=0
+sample_rss() {
+  local v
+  v=$(awk '$1 == "VmRSS:" { print $2 }' "/proc/$rc_PID/status" 2>/dev/null) || return 0
+  [ -n "$v" ] || return 0
+  RSS_N=$((RSS_N + 1))
+  [ "$v" -le "$RSS_MAX" ] || RSS_MAX=$v
+}
+vm_hwm() { awk '$1 == "VmHWM:" { print $2 }' "/proc/$rc_PID/status"; }
+sampling() { sample_rss; [ -e "$1" ]; }
+
+# --- the slow client -----------------------------------------------------------
+# Slow phase: 16 KiB every 50 ms (~320 KB/s) for at least 8 s, and until
+# the test touches big.go; then full speed.
+spawn big python3 -u "$TOOLSDIR/slowclient.py" --addr "$rc_ADDR" --path "$BLOB_URI" \
+  --slow-seconds 8 --slow-chunk 16384 --slow-pause 0.05 \
+  --first-file "$TESTDIR/big.first" --slowdone-file "$TESTDIR/big.slowdone" \
+  --go "$TESTDIR/big.go" --timeout 90
+
+rc=0; wait_for "the slow client's first body bytes" 30 sampling "$TESTDIR/big.first" || rc=$?
+ok $rc "the slow client receives the first bytes of the blob"
+n=$(up_get_done)
+[ "$rc" -eq 0 ] && [ "$n" -eq 0 ]; ok $? "the upstream has not finished sending the blob when the first bytes reach the client"
+[ "$n" -eq 0 ] || diag "upstream completion lines already present: $n"
+[ "$rc" -ne 0 ] || diag "first body bytes at $(cut -d' ' -f1 "$TESTDIR/big.first")s"
+
+rc=0; wait_for "the slow client's slow phase" 30 sampling "$TESTDIR/big.slowdone" || rc=$?
+n=$(up_get_done)
+[ "$rc" -eq 0 ] && [ "$n" -eq 0 ]; ok $? "after ~8 s of slow reading the upstream still has not sent the whole blob"
+if [ "$rc" -eq 0 ]; then
+  read -r t_slow slow_bytes <"$TESTDIR/big.slowdone"
+  diag "slow phase: ${slow_bytes} bytes read by ${t_slow}s; regcache VmRSS now" \
+    "$(awk '$1 == "VmRSS:" { print $2 " kB" }' "/proc/$rc_PID/status")"
+fi
+: >"$TESTDIR/big.go"
+
+client_finished() { sample_rss; ! pid_alive "$big_PID"; }
+rc=0; wait_for "the slow client to finish" 90 client_finished || rc=$?
+stop big
+RES=$(tail -n 1 "$big_LOG")
+diag "slow client: $RES"
+jq -e --argjson size "$SIZE" '.status == 200 and .content_length == $size' <<<"$RES" >/dev/null 2>&1
+ok $? "the client gets 200 with Content-Length $SIZE"
+jq -e --argjson size "$SIZE" --arg hex "$HEX" '.bytes == $size and .sha256 == $hex' \
+  <<<"$RES" >/dev/null 2>&1
+ok $? "the client receives all $SIZE bytes and they hash to the blob's digest"
+if jq -e '.t_end and .t_slow_end' <<<"$RES" >/dev/null 2>&1; then
+  diag "$(jq -r --argjson size "$SIZE" '"timings: first byte \(.t_first_byte)s, slow phase to \(.t_slow_end)s (\(.slow_bytes) B), end \(.t_end)s; fast phase \((($size - .slow_bytes) / 1048576 / ((.t_end - .t_slow_end) + 0.001)) | floor) MiB/s"' <<<"$RES")"
+fi
+
+rc=0; wait_for "the upstream's completion line for the blob GET" 10 \
+  grep -qE -- "$UP_GET_FULL" "$up_LOG" || rc=$?
+ok $rc "the upstream logs that it sent the whole blob (200, $SIZE bytes written)"
+
+sample_rss
+HWM=$(vm_hwm)
+diag "regcache VmRSS: max ${RSS_MAX} kB over ${RSS_N} samples during the transfer; VmHWM ${HWM} kB"
+[ -n "$HWM" ] && [ "$HWM" -lt "$RSS_LIMIT_KB" ]
+ok $? "regcache's peak RSS (VmHWM ${HWM:-?} kB) stays under $RSS_LIMIT_KB kB"
+
+# --- a client that goes away mid-blob -------------------------------------------
+ACCESS_GONE="\"GET $BLOB_URI\" [0-9]+ [0-9]+ [0-9]+ms up client gone"
+gone_before=$(count_lines "$rc_LOG" "$ACCESS_GONE")
+abandoned_before=$(count_lines "$rc_LOG" 'request abandoned')
+rc=0
+ABORT=$(python3 "$TOOLSDIR/slowclient.py" --addr "$rc_ADDR" --path "$BLOB_URI" \
+  --slow-seconds 60 --slow-chunk 65536 --slow-pause 0 --abort-after "$ABORT_AFTER" \
+  --timeout 30) || rc=$?
+diag "aborting client: $ABORT"
+[ "$rc" -eq 0 ] && jq -e --argjson n "$ABORT_AFTER" '.status == 200 and .aborted and .bytes >= $n' \
+  <<<"$ABORT" >/dev/null 2>&1
+ok $? "a second client reads 10 MB of the blob and closes the connection"
+
+gone_logged() { [ "$(count_lines "$rc_LOG" "$ACCESS_GONE")" -gt "$gone_before" ]; }
+rc=0; wait_for "regcache's access line for the aborted request" 10 gone_logged || rc=$?
+ok $rc "regcache logs the aborted request's access line (client gone)"
+[ "$rc" -ne 0 ] || diag "$(grep -E -- "$ACCESS_GONE" "$rc_LOG" | tail -n 1)"
+
+abandoned() { [ "$(count_lines "$rc_LOG" 'request abandoned')" -gt "$abandoned_before" ]; }
+rc=0; wait_for "regcache to release the upstream connection" 10 abandoned || rc=$?
+ok $rc "regcache releases the upstream connection of the aborted request (request abandoned)"
+# The upstream sees its connection go: it logs the GET as ended early.
+rc=0; wait_for "the upstream to log the end of the aborted GET" 10 \
+  test "$(up_get_done)" -ge 2 || rc=$?
+ok $rc "the upstream stops sending the aborted blob"
+[ "$rc" -ne 0 ] || diag "upstream: $(grep -E -- "$UP_GET_DONE" "$up_LOG" | tail -n 1 |
+  grep -oE 'http\.response\.(status|written)=[0-9]+' | tr '\n' ' ')"
+
+small_ok() {
+  regcache_alive rc &&
+    [ "$(tcurl -o /dev/null -w '%{http_code}' "$rc_URL/v2/")" = 200 ]
+}
+check "regcache is still running and answers /v2/ with 200" small_ok
+
+HWM=$(vm_hwm)
+diag "regcache VmHWM at the end: ${HWM} kB"
+[ -n "$HWM" ] && [ "$HWM" -lt "$RSS_LIMIT_KB" ]
+ok $? "regcache's peak RSS over the whole test (VmHWM ${HWM:-?} kB) stays under $RSS_LIMIT_KB kB"
