@@ -11,7 +11,7 @@ set -eu
 
 require_cmd docker-registry skopeo htpasswd openssl python3 curl jq
 require_regcache
-plan 37
+plan 38
 
 DIGEST=$(mkimage "$TESTDIR/img" --seed bad --layers 1 --layer-size 100000)
 registry_start_plain good
@@ -133,3 +133,4 @@ check "manifest unknown upstream: 404 passes through" expect 404 MANIFEST_UNKNOW
 check "the real image still pulls after all that" \
   skopeo_run copy --src-tls-verify=false "docker://$rc_ADDR/test/app:latest" "dir:$TESTDIR/out"
 check "the daemon is still running" regcache_alive rc
+check "regcache exits 0 on SIGTERM, with no sanitizer report" regcache_stop rc

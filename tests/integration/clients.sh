@@ -41,7 +41,7 @@ require_regcache
 [ "$(id -u)" = 0 ] || skip_all "containerd, podman and dockerd need root here"
 
 N_CTR=7 N_PODMAN=5 N_DOCKER=6
-plan $((3 + N_CTR + N_PODMAN + N_DOCKER + 2))
+plan $((3 + N_CTR + N_PODMAN + N_DOCKER + 3))
 
 REPO=library/regcache-test
 REF=docker.io/$REPO:latest
@@ -559,3 +559,4 @@ untouched() {
 }
 check "no client process or mount is left under the test directory" leftovers
 check "the clients changed nothing in the host's default state and config places" untouched
+check "regcache exits 0 on SIGTERM, with no sanitizer report" regcache_stop rc

@@ -13,7 +13,7 @@ set -eu
 
 require_cmd docker-registry skopeo htpasswd openssl python3 curl jq
 require_regcache
-plan 16
+plan 17
 
 declare -A DIGEST
 DIGEST[single]=$(mkimage "$TESTDIR/img-single" --seed single --layers 3 --layer-size 300000)
@@ -143,3 +143,4 @@ with urllib.request.urlopen(sys.argv[1]) as r, open(sys.argv[2], "wb") as f:
 check "a token that expires during a slow pull is refreshed and the pull completes" token_refresh
 
 check "regcache is still running" regcache_alive rc
+check "regcache exits 0 on SIGTERM, with no sanitizer report" regcache_stop rc

@@ -12,7 +12,7 @@ set -eu
 
 require_cmd docker-registry skopeo python3 curl jq
 require_regcache
-plan 18
+plan 19
 
 DIGEST=$(mkimage "$TESTDIR/img" --seed route --layers 2 --layer-size 100000)
 OTHER=$(mkimage "$TESTDIR/other" --seed other --layers 1 --layer-size 50000)
@@ -129,3 +129,4 @@ referrers_404() {
 check "referrers: the upstream's 404 passes through" referrers_404
 
 check "the daemon is still running" regcache_alive rc
+check "regcache exits 0 on SIGTERM, with no sanitizer report" regcache_stop rc

@@ -26,3 +26,32 @@ regcache_alive() {
 
 # count_lines FILE PATTERN: how many lines of FILE match the ERE PATTERN.
 count_lines() { grep -cE -- "$2" "$1" 2>/dev/null || true; }
+
+# regcache_stop NAME: SIGTERM, wait (bounded) and succeed only if the daemon
+# exited 0 with no sanitizer report in its log (a leak found at exit makes
+# LeakSanitizer fail the exit status too).
+regcache_stop() {
+  local name=$1 v pid i rc
+  v="${name}_PID"; pid=${!v}
+  kill -TERM "$pid" 2>/dev/null || return 1
+  for ((i = 0; i < 100; i++)); do pid_alive "$pid" || break; sleep 0.1; done
+  if pid_alive "$pid"; then
+    diag "$name did not exit within 10 s of SIGTERM"
+    return 1
+  fi
+  rc=0
+  wait "$pid" || rc=$?
+  for i in "${!_spawn_names[@]}"; do
+    [ "${_spawn_names[$i]}" != "$name" ] || _spawn_pids[i]=
+  done
+  if grep -qE 'Sanitizer|runtime error:' "$TESTDIR/$name.log"; then
+    diag "$(grep -A20 -E 'Sanitizer|runtime error:' "$TESTDIR/$name.log" | head -40)"
+    return 1
+  fi
+  [ "$rc" -eq 0 ] || diag "$name exited with status $rc"
+  [ "$rc" -eq 0 ]
+}
+
+# built_with_sanitizers: the regcache under test is an ASan build (its
+# memory numbers are then meaningless).
+built_with_sanitizers() { ldd "$REGCACHE" 2>/dev/null | grep -q libasan; }
