@@ -40,7 +40,6 @@
 #define UPSTREAM_NAME_CHARS	"abcdefghijklmnopqrstuvwxyz" \
 				"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-"
 #define HOST_NAME_MAX_LEN	253
-#define PREFIX_MAX_LEN		V2_NAME_MAX
 #define TIMEOUT_MAX_S		(INT_MAX / 1000)
 #define MAX_HEADER_BYTES_MIN	1024
 #define MAX_HEADER_BYTES_MAX	(1024 * 1024)
@@ -85,6 +84,9 @@ struct hostport {
 
 #define HP_NEED_PORT	0x01	/* the port is required */
 #define HP_ANY_HOST	0x02	/* an empty host means every address */
+
+#define MEMBER_REQUIRED	0x01	/* an absent member is an error */
+#define MEMBER_NULL_OK	0x02	/* a null member counts as absent */
 
 /* A number in "timeouts" or "limits", where it goes and what it may be. */
 struct num_opt {
@@ -535,12 +537,24 @@ check_keys(struct pctx *c, json_t *o, const char *const *allowed)
 	return 0;
 }
 
-/* Requires an object at the current path. */
+/* Requires an object at the current path, with only allowed members. */
 static int
-want_object(struct pctx *c, const json_t *v)
+want_object(struct pctx *c, json_t *v, const char *const *allowed)
 {
 	if (!json_is_object(v))
 		return cerr(c, "expected an object, got %s", jtype(v));
+	return allowed != NULL ? check_keys(c, v, allowed) : 0;
+}
+
+/* Requires an array at the current path, a non-empty one when what is set. */
+static int
+want_array(struct pctx *c, const json_t *v, const char *what, size_t *n)
+{
+	*n = json_array_size(v);	/* 0 when it is not an array */
+	if (!json_is_array(v))
+		return cerr(c, "expected an array, got %s", jtype(v));
+	if (*n == 0 && what != NULL)
+		return cerr(c, "at least one %s is required", what);
 	return 0;
 }
 
@@ -556,6 +570,19 @@ want_string(struct pctx *c, const json_t *v, const char **out)
 	return 0;
 }
 
+/* Like want_string(), but replaces *out with a copy. */
+static int
+want_string_dup(struct pctx *c, const json_t *v, char **out)
+{
+	const char	*s;
+
+	if (want_string(c, v, &s) == -1)
+		return -1;
+	free(*out);
+	*out = xstrdup(s);
+	return 0;
+}
+
 /* Requires a boolean at the current path. */
 static int
 want_bool(struct pctx *c, const json_t *v, int *out)
@@ -563,6 +590,57 @@ want_bool(struct pctx *c, const json_t *v, int *out)
 	if (!json_is_boolean(v))
 		return cerr(c, "expected a boolean, got %s", jtype(v));
 	*out = json_is_true(v);
+	return 0;
+}
+
+/*
+ * Looks member key of o up.  *v is NULL when it is absent (an error with
+ * MEMBER_REQUIRED), or when it is null and MEMBER_NULL_OK says null means
+ * absent.
+ */
+static int
+member_get(struct pctx *c, json_t *o, const char *key, int flags, json_t **v)
+{
+	if ((*v = json_object_get(o, key)) == NULL) {
+		if (flags & MEMBER_REQUIRED)
+			return cerr(c, "missing key \"%s\"", key);
+		return 0;
+	}
+	if (json_is_null(*v) && (flags & MEMBER_NULL_OK))
+		*v = NULL;
+	return 0;
+}
+
+/* Copies string member key of o, when there, into *out (see member_get). */
+static int
+member_string(struct pctx *c, json_t *o, const char *key, int flags,
+    char **out)
+{
+	json_t	*v;
+
+	if (member_get(c, o, key, flags, &v) == -1)
+		return -1;
+	if (v == NULL)
+		return 0;
+	kpath_key(c, key);
+	if (want_string_dup(c, v, out) == -1)
+		return -1;
+	kpath_pop(c);
+	return 0;
+}
+
+/* Reads boolean member key of o, when there, into *out. */
+static int
+member_bool(struct pctx *c, json_t *o, const char *key, int *out)
+{
+	json_t	*v;
+
+	if ((v = json_object_get(o, key)) == NULL)
+		return 0;
+	kpath_key(c, key);
+	if (want_bool(c, v, out) == -1)
+		return -1;
+	kpath_pop(c);
 	return 0;
 }
 
@@ -705,50 +783,6 @@ hostport_join(const struct hostport *hp)
 	    hp->v6 ? "]" : "", hp->port != NULL ? ":" : "",
 	    hp->port != NULL ? hp->port : "");
 	return s;
-}
-
-/* Is c one of [a-z0-9]? */
-static int
-prefix_alnum(char c)
-{
-	return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9');
-}
-
-/*
- * Does s follow the distribution spec's name grammar: components of
- * [a-z0-9]+((\.|_|__|-+)[a-z0-9]+)* separated by '/'?
- */
-static int
-prefix_valid(const char *s)
-{
-	const char	*p = s;
-
-	if (strlen(s) > PREFIX_MAX_LEN)
-		return 0;
-	for (;;) {
-		if (!prefix_alnum(*p))
-			return 0;
-		while (prefix_alnum(*p))
-			p++;
-		while (*p == '.' || *p == '_' || *p == '-') {
-			if (*p == '.')
-				p++;
-			else if (*p == '_') {
-				if (*++p == '_')
-					p++;
-			} else
-				while (*p == '-')
-					p++;
-			if (!prefix_alnum(*p))
-				return 0;
-			while (prefix_alnum(*p))
-				p++;
-		}
-		if (*p == '\0')
-			return 1;
-		if (*p++ != '/')
-			return 0;
-	}
 }
 
 /* Is one prefix the other, or inside it at a '/'? */
@@ -1056,30 +1090,31 @@ config_default(void)
 static int
 parse_listen_tls(struct pctx *c, json_t *v, struct listen_cfg *l)
 {
-	json_t		*cert, *key;
-	const char	*s;
-
 	if (json_is_null(v))
 		return 0;
-	if (want_object(c, v) == -1 || check_keys(c, v, tls_keys) == -1)
+	if (want_object(c, v, tls_keys) == -1)
 		return -1;
-	cert = json_object_get(v, "certificate");
-	key = json_object_get(v, "key");
-	if ((cert == NULL) != (key == NULL))
+	if ((json_object_get(v, "certificate") == NULL) !=
+	    (json_object_get(v, "key") == NULL))
 		return cerr(c, "\"certificate\" and \"key\" go together: "
 		    "give both or neither");
-	if (cert == NULL)
-		return 0;
-	kpath_key(c, "certificate");
-	if (want_string(c, cert, &s) == -1)
+	if (member_string(c, v, "certificate", 0, &l->cert_file) == -1 ||
+	    member_string(c, v, "key", 0, &l->key_file) == -1)
 		return -1;
-	l->cert_file = xstrdup(s);
-	kpath_pop(c);
-	kpath_key(c, "key");
-	if (want_string(c, key, &s) == -1)
+	return 0;
+}
+
+/* Fills a listener from the address string at the current path. */
+static int
+parse_listen_address(struct pctx *c, json_t *v, struct listen_cfg *l)
+{
+	char		 msg[256];
+	const char	*s;
+
+	if (want_string(c, v, &s) == -1)
 		return -1;
-	l->key_file = xstrdup(s);
-	kpath_pop(c);
+	if (listen_set(l, s, msg, sizeof(msg)) == -1)
+		return cerr(c, "listen address \"%s\": %s", s, msg);
 	return 0;
 }
 
@@ -1087,29 +1122,19 @@ parse_listen_tls(struct pctx *c, json_t *v, struct listen_cfg *l)
 static int
 parse_listen(struct pctx *c, json_t *v, struct listen_cfg *l)
 {
-	char		 msg[256];
-	const char	*s;
-	json_t		*addr, *tls;
+	json_t	*addr, *tls;
 
-	if (json_is_string(v)) {
-		if (want_string(c, v, &s) == -1)
-			return -1;
-		if (listen_set(l, s, msg, sizeof(msg)) == -1)
-			return cerr(c, "listen address \"%s\": %s", s, msg);
-		return 0;
-	}
+	if (json_is_string(v))
+		return parse_listen_address(c, v, l);
 	if (!json_is_object(v))
 		return cerr(c, "expected a string or an object, got %s",
 		    jtype(v));
-	if (check_keys(c, v, listen_keys) == -1)
+	if (check_keys(c, v, listen_keys) == -1 ||
+	    member_get(c, v, "address", MEMBER_REQUIRED, &addr) == -1)
 		return -1;
-	if ((addr = json_object_get(v, "address")) == NULL)
-		return cerr(c, "missing key \"address\"");
 	kpath_key(c, "address");
-	if (want_string(c, addr, &s) == -1)
+	if (parse_listen_address(c, addr, l) == -1)
 		return -1;
-	if (listen_set(l, s, msg, sizeof(msg)) == -1)
-		return cerr(c, "listen address \"%s\": %s", s, msg);
 	kpath_pop(c);
 	if ((tls = json_object_get(v, "tls")) != NULL) {
 		kpath_key(c, "tls");
@@ -1127,10 +1152,8 @@ parse_listens(struct pctx *c, json_t *v, struct config *cf)
 	struct listen_cfg	*ls = NULL;
 	size_t			 i, j, n;
 
-	if (!json_is_array(v))
-		return cerr(c, "expected an array, got %s", jtype(v));
-	if ((n = json_array_size(v)) == 0)
-		return cerr(c, "at least one address is required");
+	if (want_array(c, v, "address", &n) == -1)
+		return -1;
 	ls = xcalloc(n, sizeof(*ls));
 	for (i = 0; i < n; i++) {
 		kpath_index(c, i);
@@ -1163,11 +1186,11 @@ parse_aliases(struct pctx *c, json_t *v, struct upstream_cfg *u)
 	struct hostport	 hp;
 	char		 msg[256], *alias;
 	const char	*s;
-	size_t		 i;
+	size_t		 i, n;
 
-	if (!json_is_array(v))
-		return cerr(c, "expected an array, got %s", jtype(v));
-	for (i = 0; i < json_array_size(v); i++) {
+	if (want_array(c, v, NULL, &n) == -1)
+		return -1;
+	for (i = 0; i < n; i++) {
 		kpath_index(c, i);
 		if (want_string(c, json_array_get(v, i), &s) == -1)
 			return -1;
@@ -1191,30 +1214,19 @@ parse_aliases(struct pctx *c, json_t *v, struct upstream_cfg *u)
 static int
 parse_auth(struct pctx *c, json_t *v, struct upstream_cfg *u)
 {
-	json_t		*user, *pass;
-	const char	*s;
+	json_t	*user, *pass;
 
 	if (json_is_null(v))
 		return 0;
 	if (!json_is_object(v))
 		return cerr(c, "expected an object or null, got %s", jtype(v));
-	if (check_keys(c, v, auth_keys) == -1)
-		return -1;
-	if ((user = json_object_get(v, "username")) == NULL)
-		return cerr(c, "missing key \"username\"");
-	if ((pass = json_object_get(v, "password")) == NULL)
-		return cerr(c, "missing key \"password\"");
-	kpath_key(c, "username");
-	if (want_string(c, user, &s) == -1)
-		return -1;
-	u->username = xstrdup(s);
-	kpath_pop(c);
 	/* want_string() never shows the value, so the password stays put. */
-	kpath_key(c, "password");
-	if (want_string(c, pass, &s) == -1)
+	if (check_keys(c, v, auth_keys) == -1 ||
+	    member_get(c, v, "username", MEMBER_REQUIRED, &user) == -1 ||
+	    member_get(c, v, "password", MEMBER_REQUIRED, &pass) == -1 ||
+	    member_string(c, v, "username", 0, &u->username) == -1 ||
+	    member_string(c, v, "password", 0, &u->password) == -1)
 		return -1;
-	u->password = xstrdup(s);
-	kpath_pop(c);
 	return 0;
 }
 
@@ -1226,30 +1238,24 @@ parse_upstream(struct pctx *c, json_t *o, struct upstream_cfg *u)
 	const char	*s;
 	json_t		*v;
 
-	if (want_object(c, o) == -1 || check_keys(c, o, upstream_keys) == -1)
+	if (want_object(c, o, upstream_keys) == -1)
 		return -1;
 	u->tls_verify = 1;
 
-	if ((v = json_object_get(o, "name")) == NULL)
-		return cerr(c, "missing key \"name\"");
-	kpath_key(c, "name");
-	if (want_string(c, v, &s) == -1)
+	if (member_string(c, o, "name", MEMBER_REQUIRED, &u->name) == -1)
 		return -1;
-	if (!upstream_name_valid(s))
+	if (!upstream_name_valid(u->name)) {
+		kpath_key(c, "name");
 		return cerr(c, "name \"%s\" must be 1 to %d of "
-		    "A-Z a-z 0-9 . _ -", s, UPSTREAM_NAME_MAX);
-	u->name = xstrdup(s);
-	kpath_pop(c);
+		    "A-Z a-z 0-9 . _ -", u->name, UPSTREAM_NAME_MAX);
+	}
 
-	if ((v = json_object_get(o, "url")) == NULL)
-		return cerr(c, "missing key \"url\"");
-	kpath_key(c, "url");
-	if (want_string(c, v, &s) == -1)
+	if (member_string(c, o, "url", MEMBER_REQUIRED, &u->url) == -1)
 		return -1;
-	if (config_parse_url(s, u, msg, sizeof(msg)) == -1)
+	if (config_parse_url(u->url, u, msg, sizeof(msg)) == -1) {
+		kpath_key(c, "url");
 		return cerr(c, "%s", msg);
-	u->url = xstrdup(s);
-	kpath_pop(c);
+	}
 
 	if ((v = json_object_get(o, "aliases")) != NULL) {
 		kpath_key(c, "aliases");
@@ -1264,7 +1270,7 @@ parse_upstream(struct pctx *c, json_t *o, struct upstream_cfg *u)
 			return cerr(c, "expected a string or null, got %s",
 			    jtype(v));
 		s = json_string_value(v);
-		if (!prefix_valid(s))
+		if (!v2_name_valid(s))
 			return cerr(c, "prefix \"%s\" is not a repository "
 			    "name: lower-case components ([a-z0-9] joined by "
 			    ". _ __ or -) separated by '/'", s);
@@ -1279,29 +1285,12 @@ parse_upstream(struct pctx *c, json_t *o, struct upstream_cfg *u)
 		kpath_pop(c);
 	}
 
-	if ((v = json_object_get(o, "ca_file")) != NULL && !json_is_null(v)) {
-		kpath_key(c, "ca_file");
-		if (want_string(c, v, &s) == -1)
-			return -1;
-		u->ca_file = xstrdup(s);
-		kpath_pop(c);
-	}
-
-	if ((v = json_object_get(o, "tls_verify")) != NULL) {
-		kpath_key(c, "tls_verify");
-		if (want_bool(c, v, &u->tls_verify) == -1)
-			return -1;
-		kpath_pop(c);
-	}
-
-	/* Last: the default depends on the URL and the aliases. */
-	if ((v = json_object_get(o, "library_prefix")) != NULL) {
-		kpath_key(c, "library_prefix");
-		if (want_bool(c, v, &u->library_prefix) == -1)
-			return -1;
-		kpath_pop(c);
-	} else
-		u->library_prefix = upstream_is_docker_hub(u);
+	/* library_prefix last: its default depends on the URL and aliases. */
+	u->library_prefix = upstream_is_docker_hub(u);
+	if (member_string(c, o, "ca_file", MEMBER_NULL_OK, &u->ca_file) == -1 ||
+	    member_bool(c, o, "tls_verify", &u->tls_verify) == -1 ||
+	    member_bool(c, o, "library_prefix", &u->library_prefix) == -1)
+		return -1;
 	return 0;
 }
 
@@ -1374,10 +1363,8 @@ parse_upstreams(struct pctx *c, json_t *v, struct config *cf)
 	struct upstream_cfg	*us;
 	size_t			 i, n;
 
-	if (!json_is_array(v))
-		return cerr(c, "expected an array, got %s", jtype(v));
-	if ((n = json_array_size(v)) == 0)
-		return cerr(c, "at least one upstream is required");
+	if (want_array(c, v, "upstream", &n) == -1)
+		return -1;
 	us = xcalloc(n, sizeof(*us));
 	for (i = 0; i < n; i++) {
 		kpath_index(c, i);
@@ -1431,7 +1418,7 @@ parse_numbers(struct pctx *c, json_t *o, const struct num_opt *opts,
 	double			 d;
 	long long		 n;
 
-	if (want_object(c, o) == -1)
+	if (want_object(c, o, NULL) == -1)
 		return -1;
 	json_object_foreach(o, key, v) {
 		for (opt = opts; opt->name != NULL; opt++)
@@ -1470,6 +1457,27 @@ parse_numbers(struct pctx *c, json_t *o, const struct num_opt *opts,
 	return 0;
 }
 
+/* Parses "timeouts": seconds, kept as milliseconds. */
+static int
+parse_timeouts(struct pctx *c, json_t *o, struct config *cf)
+{
+	return parse_numbers(c, o, timeout_opts, cf);
+}
+
+/* Parses "limits": integers. */
+static int
+parse_limits(struct pctx *c, json_t *o, struct config *cf)
+{
+	return parse_numbers(c, o, limit_opts, cf);
+}
+
+/* Parses "data_dir": a non-empty string. */
+static int
+parse_data_dir(struct pctx *c, json_t *v, struct config *cf)
+{
+	return want_string_dup(c, v, &cf->data_dir);
+}
+
 /* Parses "log": {"level"}. */
 static int
 parse_log(struct pctx *c, json_t *o, struct config *cf)
@@ -1477,7 +1485,7 @@ parse_log(struct pctx *c, json_t *o, struct config *cf)
 	const char	*s;
 	json_t		*v;
 
-	if (want_object(c, o) == -1 || check_keys(c, o, log_keys) == -1)
+	if (want_object(c, o, log_keys) == -1)
 		return -1;
 	if ((v = json_object_get(o, "level")) != NULL) {
 		kpath_key(c, "level");
@@ -1491,64 +1499,72 @@ parse_log(struct pctx *c, json_t *o, struct config *cf)
 	return 0;
 }
 
+/*
+ * The top-level sections in the order they are parsed, whatever the order
+ * in the file: "default_upstream" names one of the "upstreams".
+ */
+static const struct {
+	const char	*key;
+	int		(*parse)(struct pctx *, json_t *, struct config *);
+} root_sections[] = {
+	{ "listen", parse_listens },
+	{ "data_dir", parse_data_dir },
+	{ "upstreams", parse_upstreams },
+	{ "default_upstream", parse_default_upstream },
+	{ "timeouts", parse_timeouts },
+	{ "limits", parse_limits },
+	{ "log", parse_log },
+	{ NULL, NULL }
+};
+
 /* Parses the top-level object over the defaults already in cf. */
 static int
 parse_root(struct pctx *c, json_t *root, struct config *cf)
 {
-	const char	*s;
-	json_t		*v;
+	json_t	*v;
+	size_t	 i;
 
 	if (!json_is_object(root))
 		return cerr(c, "the top level must be an object, not %s",
 		    jtype(root));
 	if (check_keys(c, root, root_keys) == -1)
 		return -1;
-	if ((v = json_object_get(root, "listen")) != NULL) {
-		kpath_key(c, "listen");
-		if (parse_listens(c, v, cf) == -1)
-			return -1;
-		kpath_pop(c);
-	}
-	if ((v = json_object_get(root, "data_dir")) != NULL) {
-		kpath_key(c, "data_dir");
-		if (want_string(c, v, &s) == -1)
-			return -1;
-		free(cf->data_dir);
-		cf->data_dir = xstrdup(s);
-		kpath_pop(c);
-	}
-	if ((v = json_object_get(root, "upstreams")) != NULL) {
-		kpath_key(c, "upstreams");
-		if (parse_upstreams(c, v, cf) == -1)
-			return -1;
-		kpath_pop(c);
-	}
-	/* After the upstreams, whatever the order in the file. */
-	if ((v = json_object_get(root, "default_upstream")) != NULL) {
-		kpath_key(c, "default_upstream");
-		if (parse_default_upstream(c, v, cf) == -1)
-			return -1;
-		kpath_pop(c);
-	}
-	if ((v = json_object_get(root, "timeouts")) != NULL) {
-		kpath_key(c, "timeouts");
-		if (parse_numbers(c, v, timeout_opts, cf) == -1)
-			return -1;
-		kpath_pop(c);
-	}
-	if ((v = json_object_get(root, "limits")) != NULL) {
-		kpath_key(c, "limits");
-		if (parse_numbers(c, v, limit_opts, cf) == -1)
-			return -1;
-		kpath_pop(c);
-	}
-	if ((v = json_object_get(root, "log")) != NULL) {
-		kpath_key(c, "log");
-		if (parse_log(c, v, cf) == -1)
+	for (i = 0; root_sections[i].key != NULL; i++) {
+		if ((v = json_object_get(root, root_sections[i].key)) == NULL)
+			continue;
+		kpath_key(c, root_sections[i].key);
+		if (root_sections[i].parse(c, v, cf) == -1)
 			return -1;
 		kpath_pop(c);
 	}
 	return 0;
+}
+
+/*
+ * Opens a file for reading and makes sure it is a regular one.  Returns
+ * the descriptor, or -1 with the reason (without the name) in msg.
+ */
+static int
+file_open_regular(const char *path, struct stat *st, char *msg,
+    size_t msglen)
+{
+	int	 fd;
+
+	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) == -1) {
+		seterr(msg, msglen, "%s", strerror(errno));
+		return -1;
+	}
+	if (fstat(fd, st) == -1) {
+		seterr(msg, msglen, "%s", strerror(errno));
+		close(fd);
+		return -1;
+	}
+	if (!S_ISREG(st->st_mode)) {
+		seterr(msg, msglen, "not a regular file");
+		close(fd);
+		return -1;
+	}
+	return fd;
 }
 
 /* Reads a whole (small, regular) file into memory. */
@@ -1557,22 +1573,14 @@ read_file(const char *path, char **out, size_t *outlen, char *err,
     size_t errlen)
 {
 	struct stat	 st;
-	char		*buf = NULL;
+	char		*buf = NULL, msg[256];
 	size_t		 len = 0;
 	ssize_t		 r;
 	int		 fd;
 
-	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) == -1) {
-		seterr(err, errlen, "%s: %s", path, strerror(errno));
+	if ((fd = file_open_regular(path, &st, msg, sizeof(msg))) == -1) {
+		seterr(err, errlen, "%s: %s", path, msg);
 		return -1;
-	}
-	if (fstat(fd, &st) == -1) {
-		seterr(err, errlen, "%s: %s", path, strerror(errno));
-		goto fail;
-	}
-	if (!S_ISREG(st.st_mode)) {
-		seterr(err, errlen, "%s: not a regular file", path);
-		goto fail;
 	}
 	if (st.st_size > CONFIG_FILE_MAX) {
 		seterr(err, errlen, "%s: larger than %d bytes", path,
@@ -1724,27 +1732,27 @@ config_apply_overrides(struct config *cf, const struct config_overrides *ov,
 	return -1;
 }
 
-/* Can this file be opened for reading, and is it a regular file? */
+/*
+ * Checks that a file the configuration names (what, of the listener or
+ * upstream owner) can be read; the message is "file: listen \":1\":
+ * certificate \"x.pem\": No such file or directory".
+ */
 static int
-file_readable(const char *path, char *err, size_t errlen)
+file_check(const char *file, const char *owner_kind, const char *owner,
+    const char *what, const char *path, char *err, size_t errlen)
 {
 	struct stat	 st;
+	char		 msg[256];
 	int		 fd;
 
-	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) == -1) {
-		seterr(err, errlen, "%s", strerror(errno));
-		return -1;
-	}
-	if (fstat(fd, &st) == -1) {
-		seterr(err, errlen, "%s", strerror(errno));
-		close(fd);
+	if (path == NULL)
+		return 0;
+	if ((fd = file_open_regular(path, &st, msg, sizeof(msg))) == -1) {
+		seterr(err, errlen, "%s: %s \"%s\": %s \"%s\": %s", file,
+		    owner_kind, owner, what, path, msg);
 		return -1;
 	}
 	close(fd);
-	if (!S_ISREG(st.st_mode)) {
-		seterr(err, errlen, "not a regular file");
-		return -1;
-	}
 	return 0;
 }
 
@@ -1760,7 +1768,6 @@ config_validate(struct config *cf, char *err, size_t errlen)
 	struct upstream_cfg	*u;
 	const char		*file = cf->path != NULL ? cf->path :
 				    "configuration";
-	char			 msg[256];
 	size_t			 i;
 
 	if (cf->nlistens == 0) {
@@ -1789,27 +1796,17 @@ config_validate(struct config *cf, char *err, size_t errlen)
 			    file, l->address);
 			return -1;
 		}
-		if (l->cert_file != NULL &&
-		    file_readable(l->cert_file, msg, sizeof(msg)) == -1) {
-			seterr(err, errlen, "%s: listen \"%s\": certificate "
-			    "\"%s\": %s", file, l->address, l->cert_file, msg);
+		if (file_check(file, "listen", l->address, "certificate",
+		    l->cert_file, err, errlen) == -1 ||
+		    file_check(file, "listen", l->address, "key", l->key_file,
+		    err, errlen) == -1)
 			return -1;
-		}
-		if (l->key_file != NULL &&
-		    file_readable(l->key_file, msg, sizeof(msg)) == -1) {
-			seterr(err, errlen, "%s: listen \"%s\": key \"%s\": %s",
-			    file, l->address, l->key_file, msg);
-			return -1;
-		}
 	}
 	for (i = 0; i < cf->nupstreams; i++) {
 		u = &cf->upstreams[i];
-		if (u->ca_file != NULL &&
-		    file_readable(u->ca_file, msg, sizeof(msg)) == -1) {
-			seterr(err, errlen, "%s: upstream \"%s\": ca_file "
-			    "\"%s\": %s", file, u->name, u->ca_file, msg);
+		if (file_check(file, "upstream", u->name, "ca_file",
+		    u->ca_file, err, errlen) == -1)
 			return -1;
-		}
 	}
 	if (cf->connect_timeout_ms <= 0 || cf->first_byte_timeout_ms <= 0 ||
 	    cf->idle_timeout_ms <= 0 || cf->client_timeout_ms <= 0) {

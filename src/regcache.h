@@ -351,5 +351,6 @@ int	 mkdir_p(const char *, mode_t);
 int	 headers_copy(struct evkeyvalq *, const struct evkeyvalq *,
 	    const char *);
 void	 headers_clear(struct evkeyvalq *);
+char	*log_escape(const char *);
 
 #endif /* REGCACHE_H */

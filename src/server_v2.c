@@ -14,6 +14,8 @@
 #include <string.h>
 #include <strings.h>
 
+#include <event2/http.h>
+#include <event2/http_struct.h>
 #include <jansson.h>
 
 #include "regcache.h"
@@ -36,9 +38,7 @@ struct exchange {
 	int			 started;	/* reply headers sent */
 	int			 paused;	/* upstream paused by us */
 	int			 finishing;	/* upstream done, output draining */
-	struct evbuffer		*out;		/* the client's output buffer */
-	struct evbuffer_cb_entry *out_cb;
-	struct event		*kick;
+	int			 unwritten;	/* a chunk awaits v2_written */
 	uint64_t		 bytes;
 	uint64_t		 t0;
 };
@@ -63,7 +63,7 @@ static const char *const v2_pass_headers[] = {
 
 static uint64_t	exchange_next_id = 1;
 
-static void	v2_unwatch_output(struct exchange *);
+
 static void	v2_up_headers(struct upreq *, int, struct evkeyvalq *, void *);
 static void	v2_up_body(struct upreq *, struct evbuffer *, void *);
 static void	v2_up_done(struct upreq *, enum up_error, const char *,
@@ -117,9 +117,9 @@ v2_send_error(struct evhttp_request *req, int status, const char *code,
 	json_decref(j);
 	if (s == NULL)
 		fatalx("%s: json", __func__);
+	/* Nothing an upstream said may go with our error. */
+	evhttp_clear_headers(out);
 	v2_common_headers(req);
-	evhttp_remove_header(out, "Content-Type");
-	evhttp_remove_header(out, "Content-Length");
 	evhttp_add_header(out, "Content-Type", "application/json");
 	snprintf(len, sizeof(len), "%zu", strlen(s));
 	evhttp_add_header(out, "Content-Length", len);
@@ -150,12 +150,12 @@ v2_peer(struct evhttp_request *req, char *buf, size_t len)
 static void
 v2_log_quick(struct evhttp_request *req, int status)
 {
-	char	peer[64];
+	char	peer[64], *uri = log_escape(evhttp_request_get_uri(req));
 
 	v2_peer(req, peer, sizeof(peer));
 	log_access("%s \"%s %s\" %d 0 0ms -", peer,
-	    v2_method_name(evhttp_request_get_command(req)),
-	    evhttp_request_get_uri(req), status);
+	    v2_method_name(evhttp_request_get_command(req)), uri, status);
+	free(uri);
 }
 
 static void
@@ -179,9 +179,6 @@ exchange_close(struct exchange *ex, const char *why)
 	    why != NULL ? " " : "", why != NULL ? why : "");
 	if (ex->ur != NULL)
 		upreq_cancel(ex->ur);
-	v2_unwatch_output(ex);
-	if (ex->kick != NULL)
-		event_free(ex->kick);
 	if (ex->client != NULL && ex->client->gone_arg == ex) {
 		ex->client->gone_cb = NULL;
 		ex->client->gone_arg = NULL;
@@ -198,7 +195,6 @@ exchange_client_gone(struct client *c, void *arg)
 	struct exchange	*ex = arg;
 
 	CHECK_MAGIC(ex, EXCHANGE_MAGIC);
-	v2_unwatch_output(ex);
 	/* A request evhttp detached from the connection is ours to free;
 	 * one still attached goes with the connection. */
 	if (ex->req != NULL && evhttp_request_get_connection(ex->req) == NULL)
@@ -222,38 +218,6 @@ exchange_replied(struct exchange *ex)
 	}
 }
 
-/*
- * Back-pressure and the end of a reply both hang on the client's output
- * buffer draining.  We watch the buffer itself rather than evhttp's write
- * callback: with OpenSSL bufferevents that callback is deferred and can
- * run while bytes are still queued, and evhttp then ends the reply early
- * and stops writing, losing the tail of the body.  The watcher only
- * schedules v2_kick, which acts from the event loop.
- */
-static void
-v2_output_cb(struct evbuffer *buf, const struct evbuffer_cb_info *info,
-    void *arg)
-{
-	struct exchange	*ex = arg;
-	size_t		 len;
-
-	if (info->n_deleted == 0)
-		return;
-	len = evbuffer_get_length(buf);
-	if ((ex->finishing && len == 0) ||
-	    (ex->paused && len < STREAM_HIGH_WATER / 2))
-		event_active(ex->kick, EV_TIMEOUT, 1);
-}
-
-static void
-v2_unwatch_output(struct exchange *ex)
-{
-	if (ex->out_cb != NULL)
-		evbuffer_remove_cb_entry(ex->out, ex->out_cb);
-	ex->out_cb = NULL;
-	ex->out = NULL;
-}
-
 /* Everything is written: hand the end of the reply to evhttp. */
 static void
 v2_complete(struct exchange *ex)
@@ -262,61 +226,88 @@ v2_complete(struct exchange *ex)
 
 	/* Unhook first: ending the reply may close the connection, and
 	 * the close callback must not find this exchange any more. */
-	v2_unwatch_output(ex);
 	exchange_replied(ex);
 	evhttp_send_reply_end(req);
 	exchange_close(ex, NULL);
 }
 
+/*
+ * evhttp's write callback for our chunks: resume a paused upstream, or end
+ * the reply once the upstream is done.  On OpenSSL bufferevents this
+ * callback is deferred and may run while bytes are queued again; it acts
+ * only on an empty buffer.  The reply is ended from here (or when no chunk
+ * awaits this callback) because ending it while a stale deferred callback
+ * is pending would let evhttp finish early and drop the last bytes.
+ */
 static void
-v2_kick(evutil_socket_t fd, short what, void *arg)
+v2_written(struct evhttp_connection *evcon, void *arg)
 {
-	struct exchange	*ex = arg;
-	size_t		 len;
+	struct client		*c = arg;
+	struct exchange		*ex;
+	struct bufferevent	*bev = evhttp_connection_get_bufferevent(evcon);
 
-	CHECK_MAGIC(ex, EXCHANGE_MAGIC);
-	if (ex->out == NULL)
+	CHECK_MAGIC(c, CLIENT_MAGIC);
+	if (c->gone_cb != exchange_client_gone)
 		return;
-	len = evbuffer_get_length(ex->out);
-	if (ex->finishing && len == 0)
+	ex = c->gone_arg;
+	CHECK_MAGIC(ex, EXCHANGE_MAGIC);
+	if (evbuffer_get_length(bufferevent_get_output(bev)) != 0)
+		return;
+	ex->unwritten = 0;
+	if (ex->finishing)
 		v2_complete(ex);
-	else if (ex->paused && ex->ur != NULL && len < STREAM_HIGH_WATER / 2) {
+	else if (ex->paused && ex->ur != NULL) {
 		ex->paused = 0;
 		upreq_resume(ex->ur);
 	}
 }
 
-/* Rewrite an upstream Link: rel="next" so the client comes back to us. */
+/*
+ * Rewrite an upstream Link rel="next" (tags/list and referrers paging) so
+ * the client comes back to us, under the name it used and with its ns=.
+ */
 static void
 v2_rewrite_link(struct exchange *ex, const char *link,
     struct evkeyvalq *out)
 {
 	const char	*lt, *gt, *q;
-	char		*v, *ns = NULL;
+	char		*v, *ns = NULL, path[V2_NAME_MAX + V2_DIGEST_MAX + 32];
 
-	if ((lt = strchr(link, '<')) == NULL ||
+	if ((ex->p.kind != V2_TAGS && ex->p.kind != V2_REFERRERS) ||
+	    strstr(link, "rel=\"next\"") == NULL ||
+	    (lt = strchr(link, '<')) == NULL ||
 	    (gt = strchr(lt, '>')) == NULL)
 		return;
+	if (ex->p.kind == V2_TAGS)
+		snprintf(path, sizeof(path), "/v2/%s/tags/list", ex->p.name);
+	else
+		snprintf(path, sizeof(path), "/v2/%s/referrers/%s",
+		    ex->p.name, ex->p.ref);
 	q = memchr(lt, '?', (size_t)(gt - lt));
 	if (ex->ns[0] != '\0')
 		ns = uri_escape(ex->ns);
-	xasprintf(&v, "</v2/%s/tags/list%s%.*s%s%s>%s", ex->p.name,
+	xasprintf(&v, "<%s%s%.*s%s%s>; rel=\"next\"", path,
 	    q != NULL ? "" : (ns != NULL ? "?" : ""),
 	    q != NULL ? (int)(gt - q) : 0, q != NULL ? q : "",
 	    ns != NULL ? (q != NULL ? "&ns=" : "ns=") : "",
-	    ns != NULL ? ns : "", gt + 1);
+	    ns != NULL ? ns : "");
 	evhttp_add_header(out, "Link", v);
 	free(v);
 	free(ns);
 }
 
+/*
+ * The upstream's final answer: keep its status and the headers that
+ * matter.  The reply itself starts with the first body bytes, or as a
+ * whole when there is no body, so an upstream that fails before sending
+ * any body still gets the client a clean 502.
+ */
 static void
 v2_up_headers(struct upreq *ur, int status, struct evkeyvalq *h, void *arg)
 {
 	struct exchange		*ex = arg;
 	struct evkeyvalq	*out;
 	struct evkeyval		*kv;
-	struct bufferevent	*bev;
 	size_t			 i;
 
 	CHECK_MAGIC(ex, EXCHANGE_MAGIC);
@@ -334,27 +325,43 @@ v2_up_headers(struct upreq *ur, int status, struct evkeyvalq *h, void *arg)
 	if (status == 401)
 		log_warnx("upstream %s: refused our credentials for %s",
 		    ex->rt.upstream->cfg->name, ex->rt.name);
+	/* evhttp answers an HTTP/1.0 keep-alive client with a length of 0
+	 * when it has none: make such a reply close-delimited instead. */
+	if (evhttp_find_header(out, "Content-Length") == NULL &&
+	    ex->req->major == 1 && ex->req->minor == 0) {
+		evhttp_remove_header(evhttp_request_get_input_headers(ex->req),
+		    "Connection");
+	}
 	ex->status = status;
+}
+
+/* Send the reply head now (first body bytes are here). */
+static void
+v2_start_reply(struct exchange *ex)
+{
 	ex->started = 1;
-	evhttp_send_reply_start(ex->req, status, NULL);
-	bev = evhttp_connection_get_bufferevent(
-	    evhttp_request_get_connection(ex->req));
-	ex->out = bufferevent_get_output(bev);
-	ex->out_cb = evbuffer_add_cb(ex->out, v2_output_cb, ex);
+	evhttp_send_reply_start(ex->req, ex->status, NULL);
 }
 
 static void
 v2_up_body(struct upreq *ur, struct evbuffer *data, void *arg)
 {
 	struct exchange		*ex = arg;
+	struct bufferevent	*bev;
 
 	CHECK_MAGIC(ex, EXCHANGE_MAGIC);
-	if (ex->req == NULL || ex->out == NULL ||
-	    ex->method == EVHTTP_REQ_HEAD)
+	if (ex->req == NULL || ex->method == EVHTTP_REQ_HEAD ||
+	    evbuffer_get_length(data) == 0)
 		return;
+	if (!ex->started)
+		v2_start_reply(ex);
 	ex->bytes += evbuffer_get_length(data);
-	evhttp_send_reply_chunk(ex->req, data);
-	if (!ex->paused && evbuffer_get_length(ex->out) > STREAM_HIGH_WATER) {
+	ex->unwritten = 1;
+	evhttp_send_reply_chunk_with_cb(ex->req, data, v2_written, ex->client);
+	bev = evhttp_connection_get_bufferevent(
+	    evhttp_request_get_connection(ex->req));
+	if (!ex->paused && evbuffer_get_length(bufferevent_get_output(bev)) >
+	    STREAM_HIGH_WATER) {
 		ex->paused = 1;
 		upreq_pause(ur);
 	}
@@ -375,10 +382,16 @@ v2_up_done(struct upreq *ur, enum up_error err, const char *cause, void *arg)
 		return;
 	}
 	if (err == UP_OK) {
-		if (ex->out == NULL || evbuffer_get_length(ex->out) == 0)
+		req = ex->req;
+		if (!ex->started) {
+			/* No body: the whole reply in one go. */
+			exchange_replied(ex);
+			evhttp_send_reply(req, ex->status, NULL, NULL);
+			exchange_close(ex, NULL);
+		} else if (!ex->unwritten)
 			v2_complete(ex);
 		else
-			ex->finishing = 1;	/* v2_output_cb sees the end */
+			ex->finishing = 1;	/* v2_written ends it */
 		return;
 	}
 	log_warnx("upstream %s: %s %s: %s", ex->rt.upstream->cfg->name,
@@ -518,9 +531,7 @@ v2_handle(struct evhttp_request *req, void *arg)
 	ex->t0 = mono_ms();
 	ex->method = m;
 	ex->req = req;
-	ex->uri = xstrdup(evhttp_request_get_uri(req));
-	if ((ex->kick = event_new(ev_base, -1, 0, v2_kick, ex)) == NULL)
-		fatalx("%s: event_new", __func__);
+	ex->uri = log_escape(evhttp_request_get_uri(req));
 	v2_peer(req, ex->peer, sizeof(ex->peer));
 
 	if ((status = v2_path_parse(path, &ex->p, &code, &msg)) != 0)

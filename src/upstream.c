@@ -286,11 +286,13 @@ upreq_exchange(struct upreq *ur)
 			free(auth);
 		}
 	}
-	log_debug("%s: upreq %llu: %s %s://%s:%s%s", __func__,
+	/* No query in the log: presigned redirect URLs carry credentials. */
+	log_debug("%s: upreq %llu: %s %s://%s:%s%.*s%s", __func__,
 	    (unsigned long long)ur->id,
 	    ur->method == EVHTTP_REQ_HEAD ? "HEAD" : "GET",
 	    ur->target.tls ? "https" : "http", ur->target.host,
-	    ur->target.port, ur->target.path);
+	    ur->target.port, (int)strcspn(ur->target.path, "?"),
+	    ur->target.path, strchr(ur->target.path, '?') ? "?..." : "");
 	ur->x = httpx_start(&ur->target, ur->up->ssl_ctx, 0, ur->method, &h,
 	    &upreq_httpx_cb, ur);
 	evhttp_clear_headers(&h);

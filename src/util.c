@@ -359,3 +359,30 @@ headers_clear(struct evkeyvalq *h)
 {
 	evhttp_clear_headers(h);
 }
+
+/*
+ * A copy of s fit for a log line: control bytes, quotes, backslashes and
+ * non-ASCII bytes become %XX, so a client cannot forge or garble lines.
+ */
+char *
+log_escape(const char *s)
+{
+	static const char	 hex[] = "0123456789ABCDEF";
+	size_t			 n = 0;
+	const unsigned char	*p;
+	char			*out, *w;
+
+	for (p = (const unsigned char *)s; *p != '\0'; p++)
+		n += (*p < 0x20 || *p >= 0x7f || *p == '"' || *p == '\\') ?
+		    3 : 1;
+	out = w = xcalloc(1, n + 1);
+	for (p = (const unsigned char *)s; *p != '\0'; p++) {
+		if (*p < 0x20 || *p >= 0x7f || *p == '"' || *p == '\\') {
+			*w++ = '%';
+			*w++ = hex[*p >> 4];
+			*w++ = hex[*p & 0xf];
+		} else
+			*w++ = (char)*p;
+	}
+	return out;
+}

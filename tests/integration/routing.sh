@@ -12,7 +12,7 @@ set -eu
 
 require_cmd docker-registry skopeo python3 curl jq
 require_regcache
-plan 19
+plan 21
 
 DIGEST=$(mkimage "$TESTDIR/img" --seed route --layers 2 --layer-size 100000)
 OTHER=$(mkimage "$TESTDIR/other" --seed other --layers 1 --layer-size 50000)
@@ -25,9 +25,16 @@ registry_push_dir second "$TESTDIR/other" team/app:latest >/dev/null
 TAGS_PORT=$(free_port)
 spawn tags python3 "$TOOLSDIR/fakeupstream.py" tags "$TAGS_PORT"
 wait_for "fake tags upstream" 10 grep -q listening "$TESTDIR/tags.log"
+CHUNKED_PORT=$(free_port)
+spawn chunked python3 "$TOOLSDIR/fakeupstream.py" chunked "$CHUNKED_PORT"
+wait_for "fake chunked upstream" 10 grep -q listening "$TESTDIR/chunked.log"
+tls_init
+TLS_PORT=$(free_port)
 
 regcache_start rc "{
-  \"listen\": [\"127.0.0.1:@PORT@\"],
+  \"listen\": [\"127.0.0.1:@PORT@\",
+    {\"address\": \"127.0.0.1:$TLS_PORT\",
+     \"tls\": {\"certificate\": \"$TLS_CERT\", \"key\": \"$TLS_KEY\"}}],
   \"data_dir\": \"$TESTDIR/data\",
   \"default_upstream\": \"hub\",
   \"upstreams\": [
@@ -36,7 +43,8 @@ regcache_start rc "{
     {\"name\": \"second\", \"url\": \"$second_URL\", \"aliases\": [\"second.example\"],
      \"prefix\": \"second\"},
     {\"name\": \"paged\", \"url\": \"http://127.0.0.1:$TAGS_PORT\", \"aliases\": [\"paged.example\"],
-     \"prefix\": \"paged\"}
+     \"prefix\": \"paged\"},
+    {\"name\": \"chunked\", \"url\": \"http://127.0.0.1:$CHUNKED_PORT\", \"prefix\": \"chunked\"}
   ]
 }"
 
@@ -127,6 +135,30 @@ referrers_404() {
   [ "$code" = 404 ]
 }
 check "referrers: the upstream's 404 passes through" referrers_404
+
+# Bodies without a length go out chunked; over TLS the last chunk and the
+# terminator must not be lost, and the connection must stay usable.
+want_chunked=$(python3 -c 'import sys; sys.stdout.write("".join("%04d" % i * 1024 for i in range(50)))' |
+  sha256sum | cut -d' ' -f1)
+chunked_tls() {
+  local out
+  out=$(curl -q -sS --max-time 10 --cacert "$TLS_CA" \
+    "https://127.0.0.1:$TLS_PORT/v2/chunked/a/tags/list" -o "$TESTDIR/c1" \
+    "https://127.0.0.1:$TLS_PORT/v2/chunked/a/tags/list" -o "$TESTDIR/c2" \
+    -w '%{num_connects} ') || return 1
+  diag "connections opened per transfer: $out"
+  [ "$(sha256sum <"$TESTDIR/c1" | cut -d' ' -f1)" = "$want_chunked" ] &&
+    [ "$(sha256sum <"$TESTDIR/c2" | cut -d' ' -f1)" = "$want_chunked" ] &&
+    [ "$out" = "1 0 " ]
+}
+check "TLS: two chunked replies on one kept-alive connection, both complete" chunked_tls
+http10() {
+  curl -q -sS --max-time 10 --http1.0 -H 'Connection: keep-alive' -D "$TESTDIR/h10" \
+    -o "$TESTDIR/c3" "$rc_URL/v2/chunked/a/tags/list" || return 1
+  ! grep -qi '^Content-Length: 0' "$TESTDIR/h10" &&
+    [ "$(sha256sum <"$TESTDIR/c3" | cut -d' ' -f1)" = "$want_chunked" ]
+}
+check "HTTP/1.0 keep-alive client, body without a length: close-delimited and complete" http10
 
 check "the daemon is still running" regcache_alive rc
 check "regcache exits 0 on SIGTERM, with no sanitizer report" regcache_stop rc

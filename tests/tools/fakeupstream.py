@@ -8,6 +8,8 @@ demand.  One mode per process:
   truncate  announce Content-Length 1048576, send half, close
   reset     send headers and some body, then reset the connection (RST)
   badhead   answer with a malformed status line
+  chunked   answer every GET with a 200 KB chunked body (no Content-Length),
+            as a registry may for tags/list or referrers
   tags      a tags/list that pages with n and last and a Link header, as
             distribution 3 does (Debian's distribution 2.8 ignores n)
 
@@ -92,6 +94,15 @@ def handle(conn, mode):
                 conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
                                 struct.pack("ii", 1, 0))
                 return
+            if mode == "chunked":
+                conn.sendall(b"HTTP/1.1 200 OK\r\n"
+                             b"Content-Type: application/json\r\n"
+                             b"Transfer-Encoding: chunked\r\n\r\n")
+                for i in range(50):
+                    piece = (b"%04d" % i) * 1024
+                    conn.sendall(b"%x\r\n" % len(piece) + piece + b"\r\n")
+                conn.sendall(b"0\r\n\r\n")
+                continue
             if mode == "tags":
                 conn.sendall(tags_answer(line))
                 continue
