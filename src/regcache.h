@@ -140,7 +140,8 @@ struct uphost;
 /* A configured upstream at run time: its config, TLS context, auth state. */
 struct upstream {
 	struct upstream_cfg	*cfg;
-	SSL_CTX			*ssl_ctx;	/* for https, and redirects */
+	SSL_CTX			*ssl_ctx;	/* the upstream itself */
+	SSL_CTX			*ssl_ctx_other;	/* realms, redirect targets */
 	int			 basic_known;	/* upstream asked for Basic */
 	TAILQ_HEAD(, token)	 tokens;	/* cached bearer tokens */
 };
@@ -263,7 +264,7 @@ int	 route_host_matches(const struct upstream_cfg *, const char *);
 
 /* tls.c */
 SSL_CTX	*tls_server_ctx(const char *, const char *, char *, size_t);
-SSL_CTX	*tls_client_ctx(const char *, int, char *, size_t);
+SSL_CTX	*tls_client_ctx(const char *, int, int, char *, size_t);
 void	 tls_error_string(char *, size_t);
 
 /* server.c */

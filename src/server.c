@@ -5,6 +5,7 @@
  */
 #include "config.h"
 
+#include <sys/resource.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,6 +31,8 @@ static size_t		 nlisteners;
 static LIST_HEAD(, client) client_hash[CLIENT_BUCKETS];
 static int		 nclients;
 static int		 accept_paused;
+static int		 stopping;	/* listeners are being freed */
+static struct event	*accept_retry;	/* after running out of fds */
 static uint64_t		 client_next_id = 1;
 
 static size_t
@@ -45,9 +48,10 @@ static void
 server_accept_adjust(void)
 {
 	size_t	i;
-	int	pause = nclients >= conf->max_connections;
+	int	pause = nclients >= conf->max_connections ||
+		    (accept_retry != NULL && evtimer_pending(accept_retry, NULL));
 
-	if (pause == accept_paused)
+	if (stopping || pause == accept_paused)
 		return;
 	accept_paused = pause;
 	for (i = 0; i < nlisteners; i++) {
@@ -108,6 +112,35 @@ server_client_get(struct evhttp_request *req)
 	return c;
 }
 
+static void
+server_accept_retry(evutil_socket_t fd, short what, void *arg)
+{
+	server_accept_adjust();
+}
+
+/*
+ * accept() failed.  Out of file descriptors, the listener would otherwise
+ * be woken at once for the same pending connection, forever: stop
+ * accepting for a second instead.
+ */
+static void
+server_accept_error(struct evconnlistener *l, void *arg)
+{
+	struct timeval	tv = { 1, 0 };
+	int		err = EVUTIL_SOCKET_ERROR();
+
+	if (err != EMFILE && err != ENFILE && err != ENOBUFS &&
+	    err != ENOMEM) {
+		log_warnx("accept: %s", evutil_socket_error_to_string(err));
+		return;
+	}
+	if (!evtimer_pending(accept_retry, NULL))
+		log_warnx("accept: %s; pausing for a second (%d clients)",
+		    evutil_socket_error_to_string(err), nclients);
+	evtimer_add(accept_retry, &tv);
+	server_accept_adjust();
+}
+
 /* TLS listeners: each accepted socket gets an OpenSSL bufferevent. */
 static struct bufferevent *
 server_tls_bevcb(struct event_base *base, void *arg)
@@ -125,6 +158,32 @@ server_tls_bevcb(struct event_base *base, void *arg)
 	else
 		bufferevent_openssl_set_allow_dirty_shutdown(bev, 1);
 	return bev;
+}
+
+/*
+ * Each client takes a descriptor and its upstream connection another:
+ * raise the soft limit as far as the hard one allows, and say so when
+ * max_connections cannot be honoured.
+ */
+static void
+server_raise_nofile(struct config *c)
+{
+	struct rlimit	rl;
+	rlim_t		want = (rlim_t)c->max_connections * 2 + 64;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) == -1)
+		return;
+	if (rl.rlim_cur < want) {
+		rl.rlim_cur = rl.rlim_max == RLIM_INFINITY || rl.rlim_max > want ?
+		    want : rl.rlim_max;
+		if (setrlimit(RLIMIT_NOFILE, &rl) == -1)
+			log_warn("setrlimit(RLIMIT_NOFILE)");
+		getrlimit(RLIMIT_NOFILE, &rl);
+	}
+	if (rl.rlim_cur < want)
+		log_warnx("open file limit %llu is low for max_connections "
+		    "%d: accept pauses when it runs out",
+		    (unsigned long long)rl.rlim_cur, c->max_connections);
 }
 
 /* Create the evhttp of one listener and bind it. */
@@ -163,6 +222,8 @@ server_listen(struct listener *l)
 		log_warn("listen %s", l->cfg->address);
 		return -1;
 	}
+	evconnlistener_set_error_cb(evhttp_bound_socket_get_listener(l->sock),
+	    server_accept_error);
 	log_info("listening on %s (%s)", l->cfg->address,
 	    l->ssl_ctx != NULL ? "https" : "http");
 	return 0;
@@ -175,6 +236,11 @@ server_start(struct config *c)
 
 	for (i = 0; i < CLIENT_BUCKETS; i++)
 		LIST_INIT(&client_hash[i]);
+	stopping = 0;
+	if ((accept_retry = evtimer_new(ev_base, server_accept_retry,
+	    NULL)) == NULL)
+		return -1;
+	server_raise_nofile(c);
 	listeners = xcalloc(c->nlistens, sizeof(*listeners));
 	nlisteners = c->nlistens;
 	for (i = 0; i < c->nlistens; i++) {
@@ -191,6 +257,9 @@ server_stop(void)
 {
 	size_t	i;
 
+	/* evhttp_free frees the bound sockets before the connections, whose
+	 * close callbacks must then leave the listeners alone. */
+	stopping = 1;
 	for (i = 0; i < nlisteners; i++) {
 		if (listeners[i].http != NULL)
 			evhttp_free(listeners[i].http);
@@ -200,6 +269,9 @@ server_stop(void)
 	free(listeners);
 	listeners = NULL;
 	nlisteners = 0;
+	if (accept_retry != NULL)
+		event_free(accept_retry);
+	accept_retry = NULL;
 }
 
 int

@@ -59,12 +59,16 @@ tls_server_ctx(const char *cert, const char *key, char *err, size_t errlen)
 }
 
 /*
- * A client context for one upstream: the system store or ca_file, peer
- * verification unless the upstream's tls_verify is off.  Host names are set
- * per connection (SNI and SSL_set1_host) in upstream_http.c.
+ * A client context: ca_file, the system store, or both (with_system), and
+ * peer verification unless verify is off.  Each upstream has one for
+ * itself (its ca_file alone, its tls_verify) and one for other hosts it
+ * sends us to (token realms, redirect targets: the system store plus its
+ * ca_file, always verified).  Host names are set per connection (SNI and
+ * SSL_set1_host) in upstream_http.c.
  */
 SSL_CTX *
-tls_client_ctx(const char *ca_file, int verify, char *err, size_t errlen)
+tls_client_ctx(const char *ca_file, int with_system, int verify, char *err,
+    size_t errlen)
 {
 	SSL_CTX	*ctx;
 	char	 e[256];
@@ -73,14 +77,15 @@ tls_client_ctx(const char *ca_file, int verify, char *err, size_t errlen)
 		goto fail;
 	SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
 	SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
-	if (ca_file != NULL) {
-		if (SSL_CTX_load_verify_locations(ctx, ca_file, NULL) != 1) {
-			tls_error_string(e, sizeof(e));
-			snprintf(err, errlen, "%s: %s", ca_file, e);
-			SSL_CTX_free(ctx);
-			return NULL;
-		}
-	} else if (SSL_CTX_set_default_verify_paths(ctx) != 1) {
+	if (ca_file != NULL &&
+	    SSL_CTX_load_verify_locations(ctx, ca_file, NULL) != 1) {
+		tls_error_string(e, sizeof(e));
+		snprintf(err, errlen, "%s: %s", ca_file, e);
+		SSL_CTX_free(ctx);
+		return NULL;
+	}
+	if ((ca_file == NULL || with_system) &&
+	    SSL_CTX_set_default_verify_paths(ctx) != 1) {
 		SSL_CTX_free(ctx);
 		goto fail;
 	}

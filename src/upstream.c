@@ -97,9 +97,12 @@ upstream_init(struct config *c)
 		TAILQ_INIT(&up->tokens);
 		/* Every upstream gets one: realms and redirects may be
 		 * https even when the upstream itself is not. */
-		up->ssl_ctx = tls_client_ctx(up->cfg->ca_file,
+		up->ssl_ctx = tls_client_ctx(up->cfg->ca_file, 0,
 		    up->cfg->tls_verify, err, sizeof(err));
-		if (up->ssl_ctx == NULL) {
+		if (up->ssl_ctx != NULL)
+			up->ssl_ctx_other = tls_client_ctx(up->cfg->ca_file, 1,
+			    1, err, sizeof(err));
+		if (up->ssl_ctx == NULL || up->ssl_ctx_other == NULL) {
 			log_warnx("upstream %s: %s", up->cfg->name, err);
 			return -1;
 		}
@@ -116,6 +119,7 @@ upstream_shutdown(void)
 	for (i = 0; i < nupstreams; i++) {
 		auth_tokens_free(&upstreams[i]);
 		SSL_CTX_free(upstreams[i].ssl_ctx);
+		SSL_CTX_free(upstreams[i].ssl_ctx_other);
 	}
 	free(upstreams);
 	upstreams = NULL;
@@ -138,6 +142,21 @@ uint64_t
 upreq_id(const struct upreq *ur)
 {
 	return ur->id;
+}
+
+/* Is u the upstream's own scheme, host and port? */
+static int
+upreq_is_origin(const struct upstream *up, const struct url *u)
+{
+	return u->tls == up->cfg->tls && strcasecmp(u->host,
+	    up->cfg->host) == 0 && strcmp(u->port, up->cfg->port) == 0;
+}
+
+/* The TLS context for a connection to u on behalf of up. */
+static SSL_CTX *
+upreq_ctx(const struct upstream *up, const struct url *u)
+{
+	return upreq_is_origin(up, u) ? up->ssl_ctx : up->ssl_ctx_other;
 }
 
 /* Point target at the upstream itself, path included. */
@@ -293,7 +312,8 @@ upreq_exchange(struct upreq *ur)
 	    ur->target.tls ? "https" : "http", ur->target.host,
 	    ur->target.port, (int)strcspn(ur->target.path, "?"),
 	    ur->target.path, strchr(ur->target.path, '?') ? "?..." : "");
-	ur->x = httpx_start(&ur->target, ur->up->ssl_ctx, 0, ur->method, &h,
+	ur->x = httpx_start(&ur->target, upreq_ctx(ur->up, &ur->target), 0,
+	    ur->method, &h,
 	    &upreq_httpx_cb, ur);
 	evhttp_clear_headers(&h);
 	if (ur->paused)
@@ -399,7 +419,10 @@ upreq_fetch_token(struct upreq *ur, const struct auth_challenge *ch)
 	}
 	free(full);
 	TAILQ_INIT(&h);
-	if (cfg->username != NULL) {
+	if (cfg->username != NULL && cfg->tls && !u.tls)
+		log_warnx("upstream %s: token realm is plain http: not "
+		    "sending credentials", cfg->name);
+	else if (cfg->username != NULL) {
 		xasprintf(&cred, "%s:%s", cfg->username, cfg->password);
 		b64 = base64_encode(cred, strlen(cred));
 		xasprintf(&auth, "Basic %s", b64);
@@ -413,7 +436,7 @@ upreq_fetch_token(struct upreq *ur, const struct auth_challenge *ch)
 	evhttp_add_header(&h, "Accept", "application/json");
 	ur->tbody = evbuffer_new();
 	ur->token_failed = 0;
-	ur->tx = httpx_start(&u, ur->up->ssl_ctx, 0, EVHTTP_REQ_GET, &h,
+	ur->tx = httpx_start(&u, upreq_ctx(ur->up, &u), 0, EVHTTP_REQ_GET, &h,
 	    &upreq_token_cb, ur);
 	evhttp_clear_headers(&h);
 	url_clear(&u);
@@ -483,10 +506,15 @@ upreq_handle_redirect(struct upreq *ur, int status, struct evkeyvalq *h)
 		return -1;
 	}
 	free(abs);
+	if (ur->target.tls && !u.tls) {
+		/* A blob fetched over TLS is not re-fetched in the clear. */
+		log_warnx("upstream %s: refusing a redirect from https to "
+		    "http (host %s)", ur->up->cfg->name, u.host);
+		url_clear(&u);
+		return -1;
+	}
 	ur->redirects++;
-	ur->on_origin = u.tls == ur->up->cfg->tls &&
-	    strcasecmp(u.host, ur->up->cfg->host) == 0 &&
-	    strcmp(u.port, ur->up->cfg->port) == 0;
+	ur->on_origin = upreq_is_origin(ur->up, &u);
 	url_clear(&ur->target);
 	ur->target = u;
 	if (status == 303 && ur->method != EVHTTP_REQ_HEAD)

@@ -16,6 +16,8 @@
 
 #include "regcache.h"
 
+#define TOKEN_MAX_LIFETIME	86400
+
 struct token {
 	TAILQ_ENTRY(token)	 entry;
 	char			*scope;
@@ -133,8 +135,9 @@ auth_parse_token_response(const char *buf, size_t len,
 
 	memset(tr, 0, sizeof(*tr));
 	if ((root = json_loadb(buf, len, 0, &jerr)) == NULL) {
-		snprintf(err, errlen, "token response is not JSON: %s",
-		    jerr.text);
+		/* jerr.text may quote the token itself: only the place. */
+		snprintf(err, errlen, "token response is not JSON (line %d, "
+		    "column %d)", jerr.line, jerr.column);
 		return -1;
 	}
 	if (!json_is_object(root)) {
@@ -158,7 +161,10 @@ auth_parse_token_response(const char *buf, size_t len,
 			    "expires_in");
 			goto fail;
 		}
-		tr->expires_in = (long)json_integer_value(v);
+		/* A day at most: a token service's typo must not overflow
+		 * the expiry or pin a token for years. */
+		tr->expires_in = json_integer_value(v) > TOKEN_MAX_LIFETIME ?
+		    TOKEN_MAX_LIFETIME : (long)json_integer_value(v);
 	}
 	if ((v = json_object_get(root, "issued_at")) != NULL &&
 	    json_is_string(v) &&

@@ -11,6 +11,7 @@
  */
 #include "config.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -261,7 +262,7 @@ httpx_finish(struct httpx *x, enum up_error err, const char *cause)
 	x->state = HX_DONE;
 	if (c != NULL) {
 		x->conn = NULL;
-		if (err == UP_OK && x->keepalive &&
+		if (err == UP_OK && x->keepalive && !x->eof &&
 		    evbuffer_get_length(bufferevent_get_input(c->bev)) == 0)
 			pool_put(c);
 		else {
@@ -329,7 +330,10 @@ httpx_send(struct httpx *x)
 	bufferevent_set_timeouts(c->bev, &rd, &wr);
 	bufferevent_setcb(c->bev, httpx_conn_readcb, NULL, httpx_conn_eventcb,
 	    c);
-	bufferevent_setwatermark(c->bev, EV_READ, 0, HTTPX_READ_HIGH);
+	/* Room for a whole response head, or reading would stall on one. */
+	bufferevent_setwatermark(c->bev, EV_READ, 0,
+	    HTTPX_READ_HIGH > (size_t)conf->max_header_bytes * 2 ?
+	    HTTPX_READ_HIGH : (size_t)conf->max_header_bytes * 2);
 	evbuffer_add_buffer_reference(bufferevent_get_output(c->bev),
 	    x->request);
 	bufferevent_enable(c->bev, EV_READ | EV_WRITE);
@@ -364,8 +368,8 @@ httpx_connect(struct httpx *x)
 		c->bev = bufferevent_openssl_socket_new(ev_base, -1, ssl,
 		    BUFFEREVENT_SSL_CONNECTING,
 		    BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
-		if (c->bev != NULL)
-			bufferevent_openssl_set_allow_dirty_shutdown(c->bev, 1);
+		/* A TLS stream cut without close_notify is an error, not an
+		 * end of body: dirty shutdowns stay disallowed. */
 	} else
 		c->bev = bufferevent_socket_new(ev_base, -1,
 		    BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
@@ -479,18 +483,20 @@ httpx_cancel(struct httpx *x)
 	httpx_free(x);
 }
 
-/* Parse the status line; -1 if it is not HTTP/1.x NNN. */
+/* Parse the status line: "HTTP/1.x NNN[ reason]"; -1 otherwise. */
 static int
 httpx_status_line(struct httpx *x, const char *line)
 {
-	int	minor, status;
-	char	sp;
-
-	if (sscanf(line, "HTTP/1.%d %3d%c", &minor, &status, &sp) < 2 ||
-	    status < 100 || status > 599)
+	if (strncmp(line, "HTTP/1.", 7) != 0 ||
+	    (line[7] != '0' && line[7] != '1') || line[8] != ' ' ||
+	    line[9] < '1' || line[9] > '5' ||
+	    line[10] < '0' || line[10] > '9' ||
+	    line[11] < '0' || line[11] > '9' ||
+	    (line[12] != '\0' && line[12] != ' '))
 		return -1;
-	x->status = status;
-	x->keepalive = minor >= 1;
+	x->status = (line[9] - '0') * 100 + (line[10] - '0') * 10 +
+	    (line[11] - '0');
+	x->keepalive = line[7] == '1';
 	return 0;
 }
 
@@ -499,7 +505,8 @@ static int
 httpx_body_mode(struct httpx *x)
 {
 	const char	*te, *cl, *cn;
-	char		*end;
+	struct evkeyval	*kv;
+	char		*end, cl_copy[32];
 	unsigned long long n;
 
 	cn = evhttp_find_header(&x->headers, "Connection");
@@ -523,10 +530,27 @@ httpx_body_mode(struct httpx *x)
 		evhttp_remove_header(&x->headers, "Content-Length");
 		return 0;
 	}
+	if (cl != NULL && strlen(cl) >= sizeof(cl_copy))
+		return -1;
+	if (cl != NULL)
+		snprintf(cl_copy, sizeof(cl_copy), "%s", cl);
 	if (cl != NULL) {
+		/* Several lengths that differ would let an upstream frame the
+		 * body one way for us and another for the client (RFC 9112
+		 * 6.3): refuse them, and pass exactly one on. */
+		TAILQ_FOREACH(kv, &x->headers, next)
+			if (strcasecmp(kv->key, "Content-Length") == 0 &&
+			    strcmp(kv->value, cl) != 0)
+				return -1;
+		while (evhttp_remove_header(&x->headers, "Content-Length") == 0)
+			;
+		evhttp_add_header(&x->headers, "Content-Length", cl_copy);
+		cl = evhttp_find_header(&x->headers, "Content-Length");
+		if (*cl < '0' || *cl > '9')
+			return -1;
 		errno = 0;
 		n = strtoull(cl, &end, 10);
-		if (errno != 0 || end == cl || *end != '\0' || *cl == '-')
+		if (errno != 0 || *end != '\0')
 			return -1;
 		x->bmode = n == 0 ? HB_NONE : HB_LENGTH;
 		x->remaining = n;
@@ -569,8 +593,10 @@ httpx_read_headers(struct httpx *x, struct evbuffer *in)
 			}
 			return 1;
 		}
+		/* No folding, no empty name, no space before the colon. */
 		if (*line == ' ' || *line == '\t' ||
-		    (colon = strchr(line, ':')) == NULL || colon == line) {
+		    (colon = strchr(line, ':')) == NULL || colon == line ||
+		    colon[-1] == ' ' || colon[-1] == '\t') {
 			free(line);
 			return -1;
 		}
@@ -627,8 +653,11 @@ httpx_read_body(struct httpx *x, struct evbuffer *in)
 					    HTTPX_MAX_LINE ? -1 : 0;
 				errno = 0;
 				x->remaining = strtoull(line, &end, 16);
-				if (end == line || errno != 0 ||
-				    (*end != '\0' && *end != ';')) {
+				if (!isxdigit((unsigned char)line[0]) ||
+				    (line[0] == '0' && (line[1] == 'x' ||
+				    line[1] == 'X')) || errno != 0 ||
+				    (*end != '\0' && *end != ';' &&
+				    *end != ' ' && *end != '\t')) {
 					free(line);
 					return -1;
 				}

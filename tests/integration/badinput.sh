@@ -11,7 +11,7 @@ set -eu
 
 require_cmd docker-registry skopeo htpasswd openssl python3 curl jq
 require_regcache
-plan 38
+plan 40
 
 DIGEST=$(mkimage "$TESTDIR/img" --seed bad --layers 1 --layer-size 100000)
 registry_start_plain good
@@ -25,7 +25,7 @@ fake() {
   printf -v "fake_${mode}_URL" '%s' "http://127.0.0.1:$port"
   wait_for "fake upstream $mode" 10 grep -q listening "$TESTDIR/fake_$mode.log"
 }
-for m in hang 429 500 truncate reset badhead; do fake "$m"; done
+for m in hang 429 500 truncate reset badhead dupcl badchunk; do fake "$m"; done
 DOWN_PORT=$(free_port)   # nothing listens there
 
 regcache_start rc "{
@@ -42,7 +42,9 @@ regcache_start rc "{
     {\"name\": \"broken\", \"url\": \"$fake_500_URL\", \"prefix\": \"broken\"},
     {\"name\": \"truncate\", \"url\": \"$fake_truncate_URL\", \"prefix\": \"truncate\"},
     {\"name\": \"reset\", \"url\": \"$fake_reset_URL\", \"prefix\": \"reset\"},
-    {\"name\": \"badhead\", \"url\": \"$fake_badhead_URL\", \"prefix\": \"badhead\"}
+    {\"name\": \"badhead\", \"url\": \"$fake_badhead_URL\", \"prefix\": \"badhead\"},
+    {\"name\": \"dupcl\", \"url\": \"$fake_dupcl_URL\", \"prefix\": \"dupcl\"},
+    {\"name\": \"badchunk\", \"url\": \"$fake_badchunk_URL\", \"prefix\": \"badchunk\"}
   ]
 }"
 
@@ -115,6 +117,10 @@ grep -qi '^Retry-After: 17' "$TESTDIR/h429" && ! grep -qi '^WWW-Authenticate' "$
 ok $? "Retry-After kept, the upstream challenge dropped"
 check "upstream 500 passes through with its body" expect 500 UNKNOWN /v2/broken/test/app/manifests/latest
 check "upstream malformed response: 502" expect 502 UNAVAILABLE /v2/badhead/test/app/manifests/latest
+check "upstream sends two different Content-Lengths: 502" expect 502 UNAVAILABLE \
+  /v2/dupcl/test/app/manifests/latest
+check "upstream sends a negative chunk size: 502" expect 502 UNAVAILABLE \
+  /v2/badchunk/test/app/manifests/latest
 
 # A body cut short must reach the client short, never complete-looking.
 short_body() {

@@ -8,6 +8,8 @@ demand.  One mode per process:
   truncate  announce Content-Length 1048576, send half, close
   reset     send headers and some body, then reset the connection (RST)
   badhead   answer with a malformed status line
+  dupcl     two Content-Length headers that disagree
+  badchunk  a chunked body whose chunk size is "-1"
   chunked   answer every GET with a 200 KB chunked body (no Content-Length),
             as a registry may for tags/list or referrers
   tags      a tags/list that pages with n and last and a Link header, as
@@ -106,6 +108,14 @@ def handle(conn, mode):
             if mode == "tags":
                 conn.sendall(tags_answer(line))
                 continue
+            if mode == "dupcl":
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n"
+                             b"Content-Length: 5\r\n\r\nhello")
+                continue
+            if mode == "badchunk":
+                conn.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n"
+                             b"\r\n-1\r\nxx\r\n0\r\n\r\n")
+                return
             if mode == "badhead":
                 conn.sendall(b"HTTP/9 nonsense\r\n\r\n")
                 return

@@ -365,6 +365,27 @@ test_cache(void)
 	ok(TAILQ_EMPTY(&up.tokens), "cache: free twice is harmless");
 }
 
+/* A token service that claims a lifetime of centuries is held to a day. */
+static void
+test_lifetime_clamp(void)
+{
+	struct token_response	 tr;
+	const char		*j = "{\"token\":\"t\","
+				    "\"expires_in\":9223372036854775807}";
+	char			 err[256];
+
+	ok(auth_parse_token_response(j, strlen(j), &tr, err, sizeof(err)) == 0,
+	    "huge expires_in parses");
+	ok(tr.expires_in == 86400, "huge expires_in is held to a day (%ld)",
+	    tr.expires_in);
+	ok(auth_token_expiry(&tr, 1000) > 1000, "and the expiry does not wrap");
+	auth_token_response_clear(&tr);
+	j = "ghp_secretsecret";
+	ok(auth_parse_token_response(j, strlen(j), &tr, err, sizeof(err)) == -1 &&
+	    strstr(err, "ghp") == NULL, "a non-JSON answer is not quoted (%s)",
+	    err);
+}
+
 int
 main(void)
 {
@@ -372,5 +393,6 @@ main(void)
 	test_token_response();
 	test_expiry();
 	test_cache();
+	test_lifetime_clamp();
 	return tap_done();
 }
