@@ -44,6 +44,9 @@
 #define MAX_HEADER_BYTES_MIN	1024
 #define MAX_HEADER_BYTES_MAX	(1024 * 1024)
 #define MAX_REDIRECTS_MAX	20
+#define CACHE_MAX_BYTES_MIN	(1024LL * 1024)	/* less cannot hold a layer */
+#define CACHE_MAX_IDLE_MAX_S	(100LL * 365 * 86400)	/* a century */
+#define QUANTITY_FRAC_MAX	6		/* digits after the point */
 #define LISTEN_ANY_HOST		"0.0.0.0"	/* what ":port" listens on */
 
 #define DOCKER_HUB_HOST		"registry-1.docker.io"
@@ -88,46 +91,109 @@ struct hostport {
 #define MEMBER_REQUIRED	0x01	/* an absent member is an error */
 #define MEMBER_NULL_OK	0x02	/* a null member counts as absent */
 
-/* A number in "timeouts" or "limits", where it goes and what it may be. */
+/* How a number of the configuration is written and stored. */
+enum num_kind {
+	NUM_INT,	/* a JSON integer, into an int */
+	NUM_MS,		/* seconds (maybe fractional), into an int of ms */
+	NUM_BYTES,	/* bytes, or a string like "20GiB", into a uint64_t */
+	NUM_SECONDS	/* seconds, or a string like "7d", into an int64_t */
+};
+
+/*
+ * A number in "timeouts", "limits", "cache" or an upstream: where it goes
+ * and what it may be.  min and max are in the unit the file uses (seconds
+ * for NUM_MS and NUM_SECONDS); NUM_MS takes anything from 0.001 seconds
+ * up, so min does not apply to it.  When zero is set, 0 is allowed as well
+ * whatever min says, and zero tells what it means.
+ */
 struct num_opt {
 	const char	*name;
-	size_t		 off;		/* int member of struct config */
-	int		 seconds;	/* seconds (maybe fractional) -> ms */
+	size_t		 off;		/* member of the struct parsed into */
+	enum num_kind	 kind;
 	long long	 min;
 	long long	 max;
+	const char	*zero;
+};
+
+/* A unit a size or a duration may be written with, and what it is worth. */
+struct unit {
+	const char	*name;
+	uint64_t	 mult;
 };
 
 static const struct num_opt timeout_opts[] = {
-	{ "connect", offsetof(struct config, connect_timeout_ms), 1,
-	    1, TIMEOUT_MAX_S },
-	{ "first_byte", offsetof(struct config, first_byte_timeout_ms), 1,
-	    1, TIMEOUT_MAX_S },
-	{ "idle", offsetof(struct config, idle_timeout_ms), 1,
-	    1, TIMEOUT_MAX_S },
-	{ "client", offsetof(struct config, client_timeout_ms), 1,
-	    1, TIMEOUT_MAX_S },
-	{ NULL, 0, 0, 0, 0 }
+	{ "connect", offsetof(struct config, connect_timeout_ms), NUM_MS,
+	    0, TIMEOUT_MAX_S, NULL },
+	{ "first_byte", offsetof(struct config, first_byte_timeout_ms), NUM_MS,
+	    0, TIMEOUT_MAX_S, NULL },
+	{ "idle", offsetof(struct config, idle_timeout_ms), NUM_MS,
+	    0, TIMEOUT_MAX_S, NULL },
+	{ "client", offsetof(struct config, client_timeout_ms), NUM_MS,
+	    0, TIMEOUT_MAX_S, NULL },
+	{ NULL, 0, NUM_INT, 0, 0, NULL }
 };
 
 static const struct num_opt limit_opts[] = {
-	{ "max_connections", offsetof(struct config, max_connections), 0,
-	    1, INT_MAX },
-	{ "max_header_bytes", offsetof(struct config, max_header_bytes), 0,
-	    MAX_HEADER_BYTES_MIN, MAX_HEADER_BYTES_MAX },
-	{ "max_redirects", offsetof(struct config, max_redirects), 0,
-	    0, MAX_REDIRECTS_MAX },
-	{ NULL, 0, 0, 0, 0 }
+	{ "max_connections", offsetof(struct config, max_connections), NUM_INT,
+	    1, INT_MAX, NULL },
+	{ "max_header_bytes", offsetof(struct config, max_header_bytes),
+	    NUM_INT, MAX_HEADER_BYTES_MIN, MAX_HEADER_BYTES_MAX, NULL },
+	{ "max_redirects", offsetof(struct config, max_redirects), NUM_INT,
+	    0, MAX_REDIRECTS_MAX, NULL },
+	{ NULL, 0, NUM_INT, 0, 0, NULL }
 };
+
+static const struct num_opt cache_opts[] = {
+	{ "max_bytes", offsetof(struct config, cache_max_bytes), NUM_BYTES,
+	    CACHE_MAX_BYTES_MIN, INT64_MAX, "no budget" },
+	{ "high_water", offsetof(struct config, cache_high_water), NUM_INT,
+	    1, 100, NULL },
+	{ "low_water", offsetof(struct config, cache_low_water), NUM_INT,
+	    1, 100, NULL },
+	{ "max_idle", offsetof(struct config, cache_max_idle_s), NUM_SECONDS,
+	    1, CACHE_MAX_IDLE_MAX_S, "no idle limit" },
+	{ NULL, 0, NUM_INT, 0, 0, NULL }
+};
+
+/* The numbers of one upstream, members of struct upstream_cfg. */
+static const struct num_opt upstream_opts[] = {
+	{ "tag_ttl", offsetof(struct upstream_cfg, tag_ttl_ms), NUM_MS,
+	    0, TIMEOUT_MAX_S, "always revalidate" },
+	{ "negative_ttl", offsetof(struct upstream_cfg, negative_ttl_ms),
+	    NUM_MS, 0, TIMEOUT_MAX_S, "no negative caching" },
+	{ NULL, 0, NUM_INT, 0, 0, NULL }
+};
+
+/*
+ * Sizes: a letter alone is binary, as in nginx and docker ("G" is 2^30);
+ * "GiB" is binary and "GB" decimal, as the SI and IEC prefixes say.
+ */
+static const struct unit size_units[] = {
+	{ "", 1 }, { "B", 1 },
+	{ "K", 1ULL << 10 }, { "KiB", 1ULL << 10 }, { "KB", 1000ULL },
+	{ "M", 1ULL << 20 }, { "MiB", 1ULL << 20 }, { "MB", 1000000ULL },
+	{ "G", 1ULL << 30 }, { "GiB", 1ULL << 30 }, { "GB", 1000000000ULL },
+	{ "T", 1ULL << 40 }, { "TiB", 1ULL << 40 },
+	{ "TB", 1000000000000ULL },
+	{ NULL, 0 }
+};
+#define SIZE_UNITS_HELP	"B, K, KB, KiB, M, MB, MiB, G, GB, GiB, T, TB or TiB"
+
+static const struct unit duration_units[] = {
+	{ "", 1 }, { "s", 1 }, { "m", 60 }, { "h", 3600 }, { "d", 86400 },
+	{ NULL, 0 }
+};
+#define DURATION_UNITS_HELP	"s, m, h or d"
 
 static const char *const root_keys[] = {
 	"listen", "data_dir", "default_upstream", "upstreams", "timeouts",
-	"limits", "log", NULL
+	"limits", "log", "cache", NULL
 };
 static const char *const listen_keys[] = { "address", "tls", NULL };
 static const char *const tls_keys[] = { "certificate", "key", NULL };
 static const char *const upstream_keys[] = {
 	"name", "url", "aliases", "prefix", "library_prefix", "auth",
-	"ca_file", "tls_verify", NULL
+	"ca_file", "tls_verify", "tag_ttl", "negative_ttl", NULL
 };
 static const char *const auth_keys[] = { "username", "password", NULL };
 static const char *const log_keys[] = { "level", NULL };
@@ -645,6 +711,260 @@ member_bool(struct pctx *c, json_t *o, const char *key, int *out)
 }
 
 /*
+ * Numbers: plain integers, seconds kept as milliseconds, and sizes and
+ * durations that may be written with a unit.
+ */
+
+/*
+ * Reads a size or a duration written as a string: a decimal number with
+ * at most QUANTITY_FRAC_MAX digits after the point, optional spaces, and
+ * one of units, in any case ("20GiB", "1.5 t", "7d").  A fraction of the
+ * base unit (one, a byte or a second) is rounded up, so that only "0"
+ * gives 0.  Returns 0, or -1 with the reason in msg.
+ */
+static int
+quantity_parse(const char *s, const struct unit *units, const char *help,
+    const char *one, uint64_t *out, char *msg, size_t msglen)
+{
+	const struct unit	*u;
+	const char		*p = s;
+	uint64_t		 whole = 0, frac = 0, scale = 1;
+	size_t			 nfrac = 0;
+
+	if (*p < '0' || *p > '9') {
+		seterr(msg, msglen, "\"%s\" is not a number followed by a "
+		    "unit (%s)", s, help);
+		return -1;
+	}
+	for (; *p >= '0' && *p <= '9'; p++) {
+		if (whole > (UINT64_MAX - 9) / 10)
+			goto toolarge;
+		whole = whole * 10 + (uint64_t)(*p - '0');
+	}
+	if (*p == '.') {
+		if (p[1] < '0' || p[1] > '9') {
+			seterr(msg, msglen, "\"%s\": expected a digit after "
+			    "the point", s);
+			return -1;
+		}
+		for (p++; *p >= '0' && *p <= '9'; p++) {
+			if (nfrac++ == QUANTITY_FRAC_MAX) {
+				seterr(msg, msglen, "\"%s\": at most %d digits "
+				    "after the point", s, QUANTITY_FRAC_MAX);
+				return -1;
+			}
+			frac = frac * 10 + (uint64_t)(*p - '0');
+			scale *= 10;
+		}
+	}
+	while (*p == ' ')
+		p++;
+	for (u = units; u->name != NULL; u++)
+		if (strcasecmp(u->name, p) == 0)
+			break;
+	if (u->name == NULL) {
+		seterr(msg, msglen, "\"%s\": unknown unit \"%s\" (use %s)", s,
+		    p, help);
+		return -1;
+	}
+	/* Past INT64_MAX is too large for anyone; it also keeps this exact. */
+	if (whole > (uint64_t)INT64_MAX / u->mult)
+		goto toolarge;
+	*out = whole * u->mult + (frac * u->mult + scale - 1) / scale;
+	if (*out > (uint64_t)INT64_MAX)
+		goto toolarge;
+	return 0;
+
+ toolarge:
+	seterr(msg, msglen, "\"%s\" is too large a number of %ss", s, one);
+	return -1;
+}
+
+/* Reads an integer from opt->min to opt->max. */
+static int
+num_read_int(struct pctx *c, const json_t *v, const struct num_opt *opt,
+    long long *n)
+{
+	if (!json_is_integer(v))
+		return cerr(c, "expected an integer, got %s", jtype(v));
+	*n = json_integer_value(v);
+	if (*n < opt->min || *n > opt->max)
+		return cerr(c, "must be an integer from %lld to %lld",
+		    opt->min, opt->max);
+	return 0;
+}
+
+/* Reads seconds, maybe fractional, as milliseconds (0 when opt->zero). */
+static int
+num_read_ms(struct pctx *c, const json_t *v, const struct num_opt *opt,
+    long long *n)
+{
+	double	 d;
+
+	if (!json_is_number(v))
+		return cerr(c, "expected a number of seconds, got %s",
+		    jtype(v));
+	d = json_number_value(v);
+	if (opt->zero != NULL && d < 0)
+		return cerr(c, "must not be negative (0 means %s)", opt->zero);
+	if (opt->zero == NULL && d <= 0)
+		return cerr(c, "must be a positive number of seconds");
+	if (d > (double)opt->max)
+		return cerr(c, "must be at most %lld seconds", opt->max);
+	*n = (long long)(d * 1000.0 + 0.5);
+	if (*n < 1 && d > 0) {
+		if (opt->zero != NULL)
+			return cerr(c, "must be 0 or at least 0.001 seconds");
+		return cerr(c, "must be at least 0.001 seconds");
+	}
+	return 0;
+}
+
+/*
+ * Reads a size in bytes (an integer, or a string with a unit) or a
+ * duration in seconds (an integer, a real, or a string with a unit).
+ */
+static int
+num_read_quantity(struct pctx *c, const json_t *v, const struct num_opt *opt,
+    long long *n)
+{
+	const int	 bytes = opt->kind == NUM_BYTES;
+	const char	*one = bytes ? "byte" : "second", *s;
+	char		 msg[256];
+	uint64_t	 q;
+	double		 d;
+
+	if (json_is_string(v)) {
+		s = json_string_value(v);
+		if (s[0] == '-')
+			*n = -1;
+		else if (quantity_parse(s, bytes ? size_units : duration_units,
+		    bytes ? SIZE_UNITS_HELP : DURATION_UNITS_HELP, one, &q, msg,
+		    sizeof(msg)) == -1)
+			return cerr(c, "%s", msg);
+		else
+			*n = (long long)q;
+	} else if (json_is_integer(v))
+		*n = json_integer_value(v);
+	else if (json_is_real(v) && !bytes) {
+		d = json_real_value(v);
+		if (d < 0)
+			*n = -1;
+		else if (d > (double)opt->max)
+			return cerr(c, "must be at most %lld seconds",
+			    opt->max);
+		else {
+			*n = (long long)d;
+			if ((double)*n < d)
+				(*n)++;	/* as quantity_parse() rounds */
+		}
+	} else if (bytes)
+		return cerr(c, "expected an integer number of bytes or a "
+		    "string such as \"20GiB\", got %s", jtype(v));
+	else
+		return cerr(c, "expected a number of seconds or a string such "
+		    "as \"7d\", got %s", jtype(v));
+
+	if (*n == 0 && opt->zero != NULL)
+		return 0;
+	if (*n < 0 && opt->zero != NULL)
+		return cerr(c, "must not be negative (0 means %s)", opt->zero);
+	if (*n < opt->min && opt->zero != NULL)
+		return cerr(c, "must be 0 (%s) or at least %lld %ss",
+		    opt->zero, opt->min, one);
+	if (*n < opt->min)
+		return cerr(c, "must be at least %lld %ss", opt->min, one);
+	if (*n > opt->max)
+		return cerr(c, "must be at most %lld %ss", opt->max, one);
+	return 0;
+}
+
+/*
+ * Reads the number at the current path as opt says, and stores it in the
+ * struct at base (a struct config or a struct upstream_cfg).
+ */
+static int
+num_parse(struct pctx *c, const json_t *v, const struct num_opt *opt,
+    void *base)
+{
+	void		*dst = (char *)base + opt->off;
+	long long	 n = 0;
+	int		 rc = -1;
+
+	switch (opt->kind) {
+	case NUM_INT:
+		rc = num_read_int(c, v, opt, &n);
+		break;
+	case NUM_MS:
+		rc = num_read_ms(c, v, opt, &n);
+		break;
+	case NUM_BYTES:
+	case NUM_SECONDS:
+		rc = num_read_quantity(c, v, opt, &n);
+		break;
+	}
+	if (rc == -1)
+		return -1;
+	switch (opt->kind) {
+	case NUM_INT:
+	case NUM_MS:
+		*(int *)dst = (int)n;
+		break;
+	case NUM_BYTES:
+		*(uint64_t *)dst = (uint64_t)n;
+		break;
+	case NUM_SECONDS:
+		*(int64_t *)dst = (int64_t)n;
+		break;
+	}
+	return 0;
+}
+
+/* Reads the members of o that opts names, when there, into base. */
+static int
+member_numbers(struct pctx *c, json_t *o, const struct num_opt *opts,
+    void *base)
+{
+	const struct num_opt	*opt;
+	json_t			*v;
+
+	for (opt = opts; opt->name != NULL; opt++) {
+		if ((v = json_object_get(o, opt->name)) == NULL)
+			continue;
+		kpath_key(c, opt->name);
+		if (num_parse(c, v, opt, base) == -1)
+			return -1;
+		kpath_pop(c);
+	}
+	return 0;
+}
+
+/* Parses a section made only of numbers against its table. */
+static int
+parse_numbers(struct pctx *c, json_t *o, const struct num_opt *opts,
+    void *base)
+{
+	const struct num_opt	*opt;
+	const char		*key;
+	json_t			*v;
+
+	if (want_object(c, o, NULL) == -1)
+		return -1;
+	json_object_foreach(o, key, v) {
+		for (opt = opts; opt->name != NULL; opt++)
+			if (strcmp(opt->name, key) == 0)
+				break;
+		kpath_key(c, key);
+		if (opt->name == NULL)
+			return cerr(c, "unknown key");
+		if (num_parse(c, v, opt, base) == -1)
+			return -1;
+		kpath_pop(c);
+	}
+	return 0;
+}
+
+/*
  * Syntax of the small things: ports, host names, addresses, prefixes.
  */
 
@@ -935,6 +1255,15 @@ upstream_is_docker_hub(const struct upstream_cfg *u)
 	    upstream_has_alias(u, DOCKER_HUB_ALIAS);
 }
 
+/* Sets what an upstream has unless its configuration says otherwise. */
+static void
+upstream_set_defaults(struct upstream_cfg *u)
+{
+	u->tls_verify = 1;
+	u->tag_ttl_ms = DEFAULT_TAG_TTL_MS;
+	u->negative_ttl_ms = DEFAULT_NEGATIVE_TTL_MS;
+}
+
 /*
  * Parses an upstream URL into cfg's tls, host, port, hostport and
  * base_path.  Only http and https, no user info, query or fragment.  The
@@ -1035,7 +1364,7 @@ upstream_from_url(struct upstream_cfg *u, const char *url, char *err,
 			upstream_add_alias(u, DOCKER_HUB_INDEX);
 	}
 	u->library_prefix = upstream_is_docker_hub(u);
-	u->tls_verify = 1;
+	upstream_set_defaults(u);
 	return 0;
 
  fail:
@@ -1067,7 +1396,7 @@ config_default(void)
 	upstream_add_alias(u, DOCKER_HUB_ALIAS);
 	upstream_add_alias(u, DOCKER_HUB_INDEX);
 	u->library_prefix = 1;
-	u->tls_verify = 1;
+	upstream_set_defaults(u);
 	cf->default_upstream = 0;
 
 	cf->connect_timeout_ms = DEFAULT_CONNECT_TIMEOUT_MS;
@@ -1078,6 +1407,10 @@ config_default(void)
 	cf->max_header_bytes = DEFAULT_MAX_HEADER_BYTES;
 	cf->max_redirects = DEFAULT_MAX_REDIRECTS;
 	cf->log_level = LOG_LEVEL_INFO;
+	cf->cache_max_bytes = 0;
+	cf->cache_high_water = DEFAULT_CACHE_HIGH_WATER;
+	cf->cache_low_water = DEFAULT_CACHE_LOW_WATER;
+	cf->cache_max_idle_s = 0;
 	return cf;
 }
 
@@ -1240,7 +1573,7 @@ parse_upstream(struct pctx *c, json_t *o, struct upstream_cfg *u)
 
 	if (want_object(c, o, upstream_keys) == -1)
 		return -1;
-	u->tls_verify = 1;
+	upstream_set_defaults(u);
 
 	if (member_string(c, o, "name", MEMBER_REQUIRED, &u->name) == -1)
 		return -1;
@@ -1289,7 +1622,8 @@ parse_upstream(struct pctx *c, json_t *o, struct upstream_cfg *u)
 	u->library_prefix = upstream_is_docker_hub(u);
 	if (member_string(c, o, "ca_file", MEMBER_NULL_OK, &u->ca_file) == -1 ||
 	    member_bool(c, o, "tls_verify", &u->tls_verify) == -1 ||
-	    member_bool(c, o, "library_prefix", &u->library_prefix) == -1)
+	    member_bool(c, o, "library_prefix", &u->library_prefix) == -1 ||
+	    member_numbers(c, o, upstream_opts, u) == -1)
 		return -1;
 	return 0;
 }
@@ -1407,56 +1741,6 @@ parse_default_upstream(struct pctx *c, json_t *v, struct config *cf)
 	return cerr(c, "no upstream is named \"%s\"", s);
 }
 
-/* Parses a section of numbers ("timeouts", "limits") against its table. */
-static int
-parse_numbers(struct pctx *c, json_t *o, const struct num_opt *opts,
-    struct config *cf)
-{
-	const struct num_opt	*opt;
-	const char		*key;
-	json_t			*v;
-	double			 d;
-	long long		 n;
-
-	if (want_object(c, o, NULL) == -1)
-		return -1;
-	json_object_foreach(o, key, v) {
-		for (opt = opts; opt->name != NULL; opt++)
-			if (strcmp(opt->name, key) == 0)
-				break;
-		kpath_key(c, key);
-		if (opt->name == NULL)
-			return cerr(c, "unknown key");
-		if (opt->seconds) {
-			if (!json_is_number(v))
-				return cerr(c, "expected a number of "
-				    "seconds, got %s", jtype(v));
-			d = json_number_value(v);
-			if (d <= 0)
-				return cerr(c, "must be a positive number "
-				    "of seconds");
-			if (d > (double)opt->max)
-				return cerr(c, "must be at most %lld seconds",
-				    opt->max);
-			n = (long long)(d * 1000.0 + 0.5);
-			if (n < 1)
-				return cerr(c, "must be at least 0.001 "
-				    "seconds");
-		} else {
-			if (!json_is_integer(v))
-				return cerr(c, "expected an integer, got %s",
-				    jtype(v));
-			n = json_integer_value(v);
-			if (n < opt->min || n > opt->max)
-				return cerr(c, "must be an integer from %lld "
-				    "to %lld", opt->min, opt->max);
-		}
-		*(int *)(void *)((char *)cf + opt->off) = (int)n;
-		kpath_pop(c);
-	}
-	return 0;
-}
-
 /* Parses "timeouts": seconds, kept as milliseconds. */
 static int
 parse_timeouts(struct pctx *c, json_t *o, struct config *cf)
@@ -1469,6 +1753,28 @@ static int
 parse_limits(struct pctx *c, json_t *o, struct config *cf)
 {
 	return parse_numbers(c, o, limit_opts, cf);
+}
+
+/*
+ * Parses "cache": the budget, its water marks and the idle limit.  The low
+ * mark must sit below the high one; the message points at the one the
+ * file sets (low_water when it sets both).
+ */
+static int
+parse_cache(struct pctx *c, json_t *o, struct config *cf)
+{
+	if (parse_numbers(c, o, cache_opts, cf) == -1)
+		return -1;
+	if (cf->cache_low_water < cf->cache_high_water)
+		return 0;
+	if (json_object_get(o, "low_water") != NULL) {
+		kpath_key(c, "low_water");
+		return cerr(c, "%d must be below high_water (%d)",
+		    cf->cache_low_water, cf->cache_high_water);
+	}
+	kpath_key(c, "high_water");
+	return cerr(c, "%d must be above low_water (%d, its default)",
+	    cf->cache_high_water, cf->cache_low_water);
 }
 
 /* Parses "data_dir": a non-empty string. */
@@ -1514,6 +1820,7 @@ static const struct {
 	{ "timeouts", parse_timeouts },
 	{ "limits", parse_limits },
 	{ "log", parse_log },
+	{ "cache", parse_cache },
 	{ NULL, NULL }
 };
 
@@ -1811,6 +2118,31 @@ config_validate(struct config *cf, char *err, size_t errlen)
 	if (cf->connect_timeout_ms <= 0 || cf->first_byte_timeout_ms <= 0 ||
 	    cf->idle_timeout_ms <= 0 || cf->client_timeout_ms <= 0) {
 		seterr(err, errlen, "%s: timeouts must be positive", file);
+		return -1;
+	}
+	for (i = 0; i < cf->nupstreams; i++) {
+		u = &cf->upstreams[i];
+		if (u->tag_ttl_ms < 0 || u->negative_ttl_ms < 0) {
+			seterr(err, errlen, "%s: upstream \"%s\": TTLs must not "
+			    "be negative", file, u->name);
+			return -1;
+		}
+	}
+	if (cf->cache_low_water < 1 || cf->cache_high_water > 100 ||
+	    cf->cache_low_water >= cf->cache_high_water) {
+		seterr(err, errlen, "%s: cache water marks must satisfy "
+		    "1 <= low_water < high_water <= 100", file);
+		return -1;
+	}
+	if (cf->cache_max_bytes != 0 &&
+	    cf->cache_max_bytes < (uint64_t)CACHE_MAX_BYTES_MIN) {
+		seterr(err, errlen, "%s: cache.max_bytes must be 0 or at "
+		    "least %lld bytes", file, CACHE_MAX_BYTES_MIN);
+		return -1;
+	}
+	if (cf->cache_max_idle_s < 0) {
+		seterr(err, errlen, "%s: cache.max_idle must not be negative",
+		    file);
 		return -1;
 	}
 	return 0;

@@ -106,6 +106,7 @@ cmd_serve(int argc, char **argv)
 	const char		*file = getenv("REGCACHE_CONFIG");
 	struct event		*ev_term, *ev_int;
 	enum log_level		 level;
+	char			 err[512];
 	int			 ch, verbose = 0;
 
 	memset(&ov, 0, sizeof(ov));
@@ -162,25 +163,34 @@ cmd_serve(int argc, char **argv)
 	evdns_base_load_hosts(dns_base, NULL);
 	if (mkdir_p(conf->data_dir, 0750) == -1)
 		fatal("data directory %s", conf->data_dir);
+	if (cache_store_open(conf->data_dir, 0, err, sizeof(err)) == -1) {
+		log_warnx("cache: %s", err);
+		return 1;
+	}
 	if (upstream_init(conf) == -1)
 		return 1;
-	if (server_start(conf) == -1)
+	if (server_start(conf) == -1 || cache_evict_start() == -1)
 		return 1;
 
 	ev_term = evsignal_new(ev_base, SIGTERM, sig_cb, NULL);
 	ev_int = evsignal_new(ev_base, SIGINT, sig_cb, NULL);
 	evsignal_add(ev_term, NULL);
 	evsignal_add(ev_int, NULL);
-	log_info("regcache %s ready: %zu upstream%s, default %s, data in %s",
-	    PACKAGE_VERSION, conf->nupstreams, conf->nupstreams == 1 ? "" : "s",
+	log_info("regcache %s ready: %zu upstream%s, default %s, data in %s, "
+	    "%llu blobs cached (%llu bytes)", PACKAGE_VERSION,
+	    conf->nupstreams, conf->nupstreams == 1 ? "" : "s",
 	    conf->default_upstream >= 0 ?
 	    conf->upstreams[conf->default_upstream].name : "(none)",
-	    conf->data_dir);
+	    conf->data_dir, (unsigned long long)idx_blob_count(),
+	    (unsigned long long)idx_total_bytes());
 
 	event_base_dispatch(ev_base);
 
 	server_stop();
+	fill_shutdown();
+	cache_evict_stop();
 	upstream_shutdown();
+	cache_store_close();
 	event_free(ev_term);
 	event_free(ev_int);
 	evdns_base_free(dns_base, 0);

@@ -20,6 +20,7 @@
 #include <event2/bufferevent.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
+#include <openssl/evp.h>
 #include <openssl/ssl.h>
 
 #define REGCACHE_NAME		"regcache"
@@ -38,6 +39,10 @@
 #define DEFAULT_MAX_REDIRECTS	5
 #define DEFAULT_POOL_IDLE_MS	30000
 #define DEFAULT_POOL_MAX_IDLE	8
+#define DEFAULT_TAG_TTL_MS	300000
+#define DEFAULT_NEGATIVE_TTL_MS	30000
+#define DEFAULT_CACHE_HIGH_WATER 95
+#define DEFAULT_CACHE_LOW_WATER	85
 
 /* Spec limits. */
 #define V2_NAME_MAX		255
@@ -86,6 +91,8 @@ struct upstream_cfg {
 	char		*ca_file;
 	int		 tls_verify;
 	int		 library_prefix; /* alpine -> library/alpine */
+	int		 tag_ttl_ms;	/* tag -> digest served without asking */
+	int		 negative_ttl_ms; /* an upstream 404 for a tag */
 };
 
 enum log_level {
@@ -111,6 +118,11 @@ struct config {
 	int			 max_header_bytes;
 	int			 max_redirects;
 	enum log_level		 log_level;
+	/* cache */
+	uint64_t		 cache_max_bytes;	/* 0: no budget */
+	int			 cache_high_water;	/* percent of max */
+	int			 cache_low_water;	/* percent of max */
+	int64_t			 cache_max_idle_s;	/* 0: no idle limit */
 };
 
 /* Overrides from the command line and the environment, applied last. */
@@ -283,10 +295,144 @@ void	 server_stop(void);
 int	 server_client_count(void);
 struct client *server_client_get(struct evhttp_request *);
 
-/* server_v2.c */
+/* server_v2.c: one client request, an exchange, from its parsing to the
+ * last byte of its reply. */
+#define EXCHANGE_NS_MAX		256
+
+struct exchange {
+	uint32_t		 magic;
+	uint64_t		 id;
+	struct evhttp_request	*req;	/* NULL once answered or gone */
+	struct client		*client;
+	struct upreq		*ur;	/* NULL once the upstream is done */
+	struct v2_path		 p;
+	struct route		 rt;
+	char			 ns[EXCHANGE_NS_MAX];
+	enum evhttp_cmd_type	 method;
+	char			*uri;	/* for the access log */
+	char			 peer[64];
+	int			 status;
+	int			 started;	/* reply headers sent */
+	int			 paused;	/* upstream paused by us */
+	int			 finishing;	/* upstream done, output draining */
+	int			 unwritten;	/* a chunk awaits v2_written */
+	uint64_t		 bytes;
+	uint64_t		 t0;
+	char			*upath;		/* path (and query) upstream */
+	struct blobsrc		*src;		/* a blob from the cache */
+	struct mop		*mop;		/* a manifest being resolved */
+	const char		*xcache;	/* HIT, MISS, COALESCED... */
+};
+
 void	 v2_handle(struct evhttp_request *, void *);
 void	 v2_send_error(struct evhttp_request *, int, const char *,
 	    const char *);
+void	 v2_common_headers(struct evhttp_request *);
+void	 v2_passthrough(struct exchange *);
+void	 v2_fail(struct exchange *, int, const char *, const char *,
+	    const char *);
+void	 v2_abort(struct exchange *, const char *);
+void	 v2_reply_start(struct exchange *, int);
+void	 v2_send_chunk(struct exchange *, struct evbuffer *);
+void	 v2_reply_finish(struct exchange *);
+void	 exchange_close(struct exchange *, const char *);
+void	 exchange_replied(struct exchange *);
+struct evbuffer *v2_output(struct exchange *);
+
+/* cache_fill.c: one upstream fetch per digest, streamed to every reader. */
+enum fill_state {
+	FILL_RUNNING,
+	FILL_DONE,		/* verified and published */
+	FILL_FAILED,		/* readers must abort */
+	FILL_UPSTREAM_ERROR	/* the upstream said no: pass it on */
+};
+
+enum fill_event {
+	FILL_EV_HEAD,		/* the upstream answered 200: size known */
+	FILL_EV_DATA,		/* more bytes are available */
+	FILL_EV_DONE,
+	FILL_EV_FAILED,
+	FILL_EV_UPSTREAM_ERROR
+};
+
+struct fill;
+struct fill_reader {
+	TAILQ_ENTRY(fill_reader) entry;
+	struct fill		*fill;
+	void			(*cb)(struct fill_reader *, enum fill_event);
+	void			*arg;
+};
+
+struct fill {
+	uint32_t		 magic;
+	uint64_t		 id;
+	TAILQ_ENTRY(fill)	 entry;
+	char			 digest[V2_DIGEST_MAX + 1];
+	char			*upstream_name;
+	char			*repo;
+	struct upreq		*ur;
+	int			 fd;		/* the tmp file, then the blob */
+	char			*tmp;
+	int64_t			 size;		/* -1 until known */
+	uint64_t		 written;
+	uint64_t		 reserved;	/* counted in fill_bytes_inflight */
+	EVP_MD_CTX		*md;
+	enum fill_state		 state;
+	int			 have_head;
+	int			 status;	/* the upstream's */
+	enum up_error		 up_error;
+	int			 disk_error;
+	struct evkeyvalq	 err_headers;
+	struct evbuffer		*err_body;
+	TAILQ_HEAD(, fill_reader) readers;
+	int			 busy;
+};
+
+extern uint64_t	fill_bytes_inflight;
+struct fill	*fill_find(const char *);
+struct fill	*fill_start(struct upstream *, const char *, const char *);
+void		 fill_join(struct fill *, struct fill_reader *);
+void		 fill_leave(struct fill_reader *);
+uint64_t	 fill_available(const struct fill *);
+void		 fill_shutdown(void);
+
+/* cache_evict.c: the byte budget. */
+void	 cache_make_room(uint64_t);
+void	 cache_after_store(void);
+int	 cache_evict_start(void);
+void	 cache_evict_stop(void);
+int	 cache_evict_run(uint64_t, int64_t, int);
+
+/* Counters for the logs now and the stats endpoint later. */
+struct stats {
+	uint64_t	hits;
+	uint64_t	misses;
+	uint64_t	coalesced;
+	uint64_t	stale_served;
+	uint64_t	revalidations;
+	uint64_t	negative_hits;
+	uint64_t	fills_started;
+	uint64_t	fills_done;
+	uint64_t	fills_failed;
+	uint64_t	fill_disk_errors;
+	uint64_t	digest_mismatches;
+	uint64_t	bytes_from_cache;
+	uint64_t	bytes_from_upstream;
+	uint64_t	evictions;
+	uint64_t	evicted_bytes;
+};
+extern struct stats	stats;
+
+/* server_manifest.c: manifests by digest and by tag, with TTLs. */
+struct mop;
+int	 manifest_handle(struct exchange *);
+void	 manifest_op_free(struct exchange *);
+
+/* server_blob.c: blobs from the cache, and fills shared by readers. */
+struct blobsrc;
+int	 blob_handle(struct exchange *);
+void	 blob_pump(struct exchange *);
+void	 blob_src_free(struct exchange *);
 
 /* upstream.c */
 int	 upstream_init(struct config *);
@@ -333,6 +479,67 @@ void	 httpx_resume(struct httpx *);
 void	 httpx_cancel(struct httpx *);
 void	 httpx_pool_flush(void);
 
+/* cache_index.c: the LMDB index of the cache (docs/ARCHITECTURE.md). */
+#define IDX_MEDIA_MAX		128
+#define IDX_ETAG_MAX		160
+
+struct idx_blob {
+	uint64_t	size;
+	int64_t		stored;		/* unix seconds */
+	int64_t		last_served;	/* unix seconds */
+	uint64_t	hits;
+	char		media_type[IDX_MEDIA_MAX]; /* manifests; "" for blobs */
+};
+
+struct idx_tag {
+	char		digest[V2_DIGEST_MAX + 1];	/* "" when negative */
+	char		media_type[IDX_MEDIA_MAX];
+	char		etag[IDX_ETAG_MAX];
+	int64_t		fetched_ms;	/* unix milliseconds */
+	int		negative;	/* the upstream said 404 */
+};
+
+struct idx_tag_key {
+	const char	*upstream;
+	const char	*repo;
+	const char	*tag;
+	const char	*accept_class;
+};
+
+int	 idx_open(const char *, int, char *, size_t);
+void	 idx_close(void);
+int	 idx_blob_get(const char *, struct idx_blob *);
+int	 idx_blob_put(const char *, const struct idx_blob *, const char *,
+	    const char *);
+int	 idx_blob_del(const char *);
+int	 idx_blob_seen_in(const char *, const char *, const char *);
+int	 idx_tag_get(const struct idx_tag_key *, struct idx_tag *);
+int	 idx_tag_put(const struct idx_tag_key *, const struct idx_tag *);
+int	 idx_tag_del(const struct idx_tag_key *);
+void	 idx_touch(const char *, int64_t);
+int	 idx_flush_touches(void);
+int	 idx_blob_iter(int (*)(const char *, const struct idx_blob *, void *),
+	    void *);
+int	 idx_tag_iter(int (*)(const struct idx_tag_key *,
+	    const struct idx_tag *, void *), void *);
+int	 idx_repo_iter(const char *, int (*)(const char *, const char *,
+	    void *), void *);
+uint64_t idx_total_bytes(void);
+uint64_t idx_blob_count(void);
+
+/* cache_store.c */
+int	 cache_store_open(const char *, int, char *, size_t);
+void	 cache_store_close(void);
+const char *cache_store_dir(void);
+int	 cache_blob_path(const char *, char *, size_t);
+int	 cache_tmp_create(const char *, char **);
+int	 cache_publish(int, const char *, const char *, uint64_t,
+	    const char *, const char *, const char *);
+int	 cache_blob_open(const char *, struct idx_blob *);
+int	 cache_blob_remove(const char *);
+int	 cache_blob_read(const char *, struct evbuffer *, struct idx_blob *,
+	    uint64_t);
+
 /* util.c */
 void	*xcalloc(size_t, size_t);
 char	*xstrdup(const char *);
@@ -353,5 +560,7 @@ int	 headers_copy(struct evkeyvalq *, const struct evkeyvalq *,
 	    const char *);
 void	 headers_clear(struct evkeyvalq *);
 char	*log_escape(const char *);
+int	 fd_read_into(int, uint64_t, size_t, struct evbuffer *);
+int	 fd_write_all(int, const void *, size_t);
 
 #endif /* REGCACHE_H */

@@ -20,29 +20,6 @@
 
 #include "regcache.h"
 
-#define EXCHANGE_NS_MAX		256
-
-struct exchange {
-	uint32_t		 magic;
-	uint64_t		 id;
-	struct evhttp_request	*req;	/* NULL once answered or gone */
-	struct client		*client;
-	struct upreq		*ur;	/* NULL once the upstream is done */
-	struct v2_path		 p;
-	struct route		 rt;
-	char			 ns[EXCHANGE_NS_MAX];
-	enum evhttp_cmd_type	 method;
-	char			*uri;	/* for the access log */
-	char			 peer[64];
-	int			 status;
-	int			 started;	/* reply headers sent */
-	int			 paused;	/* upstream paused by us */
-	int			 finishing;	/* upstream done, output draining */
-	int			 unwritten;	/* a chunk awaits v2_written */
-	uint64_t		 bytes;
-	uint64_t		 t0;
-};
-
 /* Response headers worth passing on from an upstream, nothing else. */
 static const char *const v2_pass_headers[] = {
 	"Content-Type",
@@ -69,6 +46,8 @@ static void	v2_up_body(struct upreq *, struct evbuffer *, void *);
 static void	v2_up_done(struct upreq *, enum up_error, const char *,
 		    void *);
 
+static void	exchange_client_gone(struct client *, void *);
+
 static const struct upreq_cb v2_upreq_cb = {
 	v2_up_headers, v2_up_body, v2_up_done
 };
@@ -88,7 +67,7 @@ v2_method_name(enum evhttp_cmd_type m)
 	}
 }
 
-static void
+void
 v2_common_headers(struct evhttp_request *req)
 {
 	struct evkeyvalq	*out = evhttp_request_get_output_headers(req);
@@ -167,23 +146,27 @@ v2_quick_error(struct evhttp_request *req, int status, const char *code,
 }
 
 /* The one place an exchange is freed, with its access-log line. */
-static void
+void
 exchange_close(struct exchange *ex, const char *why)
 {
 	CHECK_MAGIC(ex, EXCHANGE_MAGIC);
-	log_access("%s \"%s %s\" %d %llu %llums %s%s%s", ex->peer,
+	log_access("%s \"%s %s\" %d %llu %llums %s %s%s%s", ex->peer,
 	    v2_method_name(ex->method), ex->uri, ex->status,
 	    (unsigned long long)ex->bytes,
 	    (unsigned long long)(mono_ms() - ex->t0),
 	    ex->rt.upstream != NULL ? ex->rt.upstream->cfg->name : "-",
+	    ex->xcache != NULL ? ex->xcache : "-",
 	    why != NULL ? " " : "", why != NULL ? why : "");
 	if (ex->ur != NULL)
 		upreq_cancel(ex->ur);
+	blob_src_free(ex);
+	manifest_op_free(ex);
 	if (ex->client != NULL && ex->client->gone_arg == ex) {
 		ex->client->gone_cb = NULL;
 		ex->client->gone_arg = NULL;
 	}
 	free(ex->uri);
+	free(ex->upath);
 	ex->magic = 0;
 	free(ex);
 }
@@ -207,7 +190,7 @@ exchange_client_gone(struct client *c, void *arg)
 }
 
 /* The whole reply is in evhttp's hands: the client no longer matters. */
-static void
+void
 exchange_replied(struct exchange *ex)
 {
 	ex->req = NULL;
@@ -256,10 +239,80 @@ v2_written(struct evhttp_connection *evcon, void *arg)
 	ex->unwritten = 0;
 	if (ex->finishing)
 		v2_complete(ex);
+	else if (ex->src != NULL)
+		blob_pump(ex);
 	else if (ex->paused && ex->ur != NULL) {
 		ex->paused = 0;
 		upreq_resume(ex->ur);
 	}
+}
+
+/* The client's output buffer (for back-pressure decisions). */
+struct evbuffer *
+v2_output(struct exchange *ex)
+{
+	return bufferevent_get_output(evhttp_connection_get_bufferevent(
+	    evhttp_request_get_connection(ex->req)));
+}
+
+/* Send the reply head: status and whatever output headers are set. */
+void
+v2_reply_start(struct exchange *ex, int status)
+{
+	ex->status = status;
+	ex->started = 1;
+	if (ex->xcache != NULL)
+		evhttp_add_header(evhttp_request_get_output_headers(ex->req),
+		    "X-Cache", ex->xcache);
+	evhttp_send_reply_start(ex->req, status, NULL);
+}
+
+/* Queue body bytes; v2_written runs once they are written. */
+void
+v2_send_chunk(struct exchange *ex, struct evbuffer *buf)
+{
+	ex->bytes += evbuffer_get_length(buf);
+	ex->unwritten = 1;
+	evhttp_send_reply_chunk_with_cb(ex->req, buf, v2_written, ex->client);
+}
+
+/* The body is all queued: end the reply now or from v2_written. */
+void
+v2_reply_finish(struct exchange *ex)
+{
+	if (!ex->unwritten)
+		v2_complete(ex);
+	else
+		ex->finishing = 1;
+}
+
+/*
+ * The body broke off after the head went out.  Close the connection
+ * without finishing the reply so the client sees a short body, never a
+ * complete-looking wrong one.
+ */
+void
+v2_abort(struct exchange *ex, const char *why)
+{
+	struct evhttp_connection *evcon = ex->req != NULL ?
+	    evhttp_request_get_connection(ex->req) : NULL;
+
+	exchange_close(ex, why);	/* clears the gone hook first */
+	if (evcon != NULL)
+		evhttp_connection_free(evcon);
+}
+
+/* Answer with an OCI error and end the exchange (nothing sent yet). */
+void
+v2_fail(struct exchange *ex, int status, const char *code, const char *msg,
+    const char *why)
+{
+	struct evhttp_request	*req = ex->req;
+
+	ex->status = status;
+	exchange_replied(ex);
+	v2_send_error(req, status, code, msg);
+	exchange_close(ex, why);
 }
 
 /*
@@ -335,32 +388,19 @@ v2_up_headers(struct upreq *ur, int status, struct evkeyvalq *h, void *arg)
 	ex->status = status;
 }
 
-/* Send the reply head now (first body bytes are here). */
-static void
-v2_start_reply(struct exchange *ex)
-{
-	ex->started = 1;
-	evhttp_send_reply_start(ex->req, ex->status, NULL);
-}
-
 static void
 v2_up_body(struct upreq *ur, struct evbuffer *data, void *arg)
 {
 	struct exchange		*ex = arg;
-	struct bufferevent	*bev;
 
 	CHECK_MAGIC(ex, EXCHANGE_MAGIC);
 	if (ex->req == NULL || ex->method == EVHTTP_REQ_HEAD ||
 	    evbuffer_get_length(data) == 0)
 		return;
 	if (!ex->started)
-		v2_start_reply(ex);
-	ex->bytes += evbuffer_get_length(data);
-	ex->unwritten = 1;
-	evhttp_send_reply_chunk_with_cb(ex->req, data, v2_written, ex->client);
-	bev = evhttp_connection_get_bufferevent(
-	    evhttp_request_get_connection(ex->req));
-	if (!ex->paused && evbuffer_get_length(bufferevent_get_output(bev)) >
+		v2_reply_start(ex, ex->status);
+	v2_send_chunk(ex, data);
+	if (!ex->paused && evbuffer_get_length(v2_output(ex)) >
 	    STREAM_HIGH_WATER) {
 		ex->paused = 1;
 		upreq_pause(ur);
@@ -371,7 +411,6 @@ static void
 v2_up_done(struct upreq *ur, enum up_error err, const char *cause, void *arg)
 {
 	struct exchange			*ex = arg;
-	struct evhttp_connection	*evcon;
 	struct evhttp_request		*req;
 	char				 msg[512];
 
@@ -385,13 +424,15 @@ v2_up_done(struct upreq *ur, enum up_error err, const char *cause, void *arg)
 		req = ex->req;
 		if (!ex->started) {
 			/* No body: the whole reply in one go. */
+			if (ex->xcache != NULL)
+				evhttp_add_header(
+				    evhttp_request_get_output_headers(req),
+				    "X-Cache", ex->xcache);
 			exchange_replied(ex);
 			evhttp_send_reply(req, ex->status, NULL, NULL);
 			exchange_close(ex, NULL);
-		} else if (!ex->unwritten)
-			v2_complete(ex);
-		else
-			ex->finishing = 1;	/* v2_written ends it */
+		} else
+			v2_reply_finish(ex);
 		return;
 	}
 	log_warnx("upstream %s: %s %s: %s", ex->rt.upstream->cfg->name,
@@ -399,22 +440,11 @@ v2_up_done(struct upreq *ur, enum up_error err, const char *cause, void *arg)
 	if (!ex->started) {
 		snprintf(msg, sizeof(msg), "upstream %s: %s",
 		    ex->rt.upstream->cfg->name, cause);
-		ex->status = err == UP_ERR_TIMEOUT ? 504 : 502;
-		req = ex->req;
-		exchange_replied(ex);
-		v2_send_error(req, ex->status, "UNAVAILABLE", msg);
-		exchange_close(ex, up_error_str(err));
+		v2_fail(ex, err == UP_ERR_TIMEOUT ? 504 : 502, "UNAVAILABLE",
+		    msg, up_error_str(err));
 		return;
 	}
-	/*
-	 * The body broke off after the headers went out.  Close the
-	 * connection without finishing the reply so the client sees a
-	 * short body, never a complete-looking wrong one.
-	 */
-	evcon = evhttp_request_get_connection(ex->req);
-	exchange_close(ex, up_error_str(err));	/* clears the gone hook */
-	if (evcon != NULL)
-		evhttp_connection_free(evcon);
+	v2_abort(ex, up_error_str(err));
 }
 
 /* ns= as containerd sends it: a host name with an optional port. */
@@ -458,6 +488,7 @@ v2_upstream_path(struct exchange *ex, const char *query, char **out,
 				*code = "PAGINATION_NUMBER_INVALID";
 				*msg = "invalid number of results requested";
 				free(*out);
+				*out = NULL;
 				return 400;
 			}
 			e = *out;
@@ -469,6 +500,7 @@ v2_upstream_path(struct exchange *ex, const char *query, char **out,
 				*code = "TAG_INVALID";
 				*msg = "invalid last tag";
 				free(*out);
+				*out = NULL;
 				return 400;
 			}
 			e = *out;
@@ -492,21 +524,42 @@ v2_upstream_path(struct exchange *ex, const char *query, char **out,
 	return 0;
 }
 
+/*
+ * Stream the request through to its upstream: the client's Accept lines,
+ * Range and If-None-Match go along, the answer comes back as it arrives.
+ */
+void
+v2_passthrough(struct exchange *ex)
+{
+	struct evkeyvalq	*in = evhttp_request_get_input_headers(ex->req);
+	struct evkeyval		*kv;
+	const char		*pass[] = { "Accept", "Range", "If-None-Match",
+				    NULL };
+	char			*scope;
+	int			 i;
+
+	xasprintf(&scope, "repository:%s:pull", ex->rt.name);
+	ex->ur = upreq_new(ex->rt.upstream, ex->method, ex->upath, scope,
+	    &v2_upreq_cb, ex);
+	free(scope);
+	for (i = 0; pass[i] != NULL; i++)
+		TAILQ_FOREACH(kv, in, next)
+			if (strcasecmp(kv->key, pass[i]) == 0)
+				upreq_add_header(ex->ur, pass[i], kv->value);
+	upreq_start(ex->ur);
+}
+
 /* The evhttp callback for every request on every listener. */
 void
 v2_handle(struct evhttp_request *req, void *arg)
 {
 	const struct evhttp_uri	*uri = evhttp_request_get_evhttp_uri(req);
 	enum evhttp_cmd_type	 m = evhttp_request_get_command(req);
-	struct evkeyvalq	*in = evhttp_request_get_input_headers(req);
 	struct exchange		*ex;
 	struct client		*c;
 	const char		*path, *query, *code, *msg;
-	const char		*pass[] = { "Accept", "Range", "If-None-Match",
-				    NULL };
-	char			*upath, *scope, ns[EXCHANGE_NS_MAX];
-	struct evkeyval		*kv;
-	int			 status, i, has_ns = 0;
+	char			 ns[EXCHANGE_NS_MAX];
+	int			 status, has_ns = 0;
 
 	if ((c = server_client_get(req)) == NULL) {
 		evhttp_send_error(req, 500, NULL);
@@ -570,28 +623,21 @@ v2_handle(struct evhttp_request *req, void *arg)
 		snprintf(ex->ns, sizeof(ex->ns), "%s", ns);
 		ex->rt.ns = ex->ns;
 	}
-	if ((status = v2_upstream_path(ex, query, &upath, &code, &msg)) != 0)
+	if ((status = v2_upstream_path(ex, query, &ex->upath, &code,
+	    &msg)) != 0)
 		goto fail;
-
-	xasprintf(&scope, "repository:%s:pull", ex->rt.name);
-	ex->ur = upreq_new(ex->rt.upstream, m, upath, scope, &v2_upreq_cb, ex);
-	free(scope);
-	free(upath);
-	for (i = 0; pass[i] != NULL; i++)
-		TAILQ_FOREACH(kv, in, next)
-			if (strcasecmp(kv->key, pass[i]) == 0)
-				upreq_add_header(ex->ur, pass[i], kv->value);
 	ex->client = c;
 	c->gone_cb = exchange_client_gone;
 	c->gone_arg = ex;
-	upreq_start(ex->ur);
+	if (ex->p.kind == V2_BLOB && blob_handle(ex) == 0)
+		return;
+	if (ex->p.kind == V2_MANIFEST && manifest_handle(ex) == 0)
+		return;
+	v2_passthrough(ex);
 	return;
 
  fail:
-	ex->status = status;
 	if (has_ns && status == 404)
 		log_info("refused unknown ns \"%s\"", ns);
-	v2_send_error(req, status, code, msg);
-	exchange_replied(ex);
-	exchange_close(ex, NULL);
+	v2_fail(ex, status, code, msg, NULL);
 }

@@ -12,6 +12,7 @@
 #include <string.h>
 #include <strings.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <event2/http.h>
 #include <openssl/evp.h>
@@ -385,4 +386,51 @@ log_escape(const char *s)
 			*w++ = (char)*p;
 	}
 	return out;
+}
+
+/*
+ * Append len bytes of fd from offset off to out, with pread: no file
+ * position is shared between readers.  -1 on error or a short file.
+ */
+int
+fd_read_into(int fd, uint64_t off, size_t len, struct evbuffer *out)
+{
+	struct evbuffer_iovec	v;
+	ssize_t			n;
+	size_t			done = 0;
+
+	if (len == 0)
+		return 0;
+	if (evbuffer_reserve_space(out, (ev_ssize_t)len, &v, 1) != 1)
+		return -1;
+	while (done < len) {
+		n = pread(fd, (char *)v.iov_base + done, len - done,
+		    (off_t)(off + done));
+		if (n == -1 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return -1;	/* the reservation is simply dropped */
+		done += (size_t)n;
+	}
+	v.iov_len = len;
+	return evbuffer_commit_space(out, &v, 1);
+}
+
+/* write(2) until all of buf is written; -1 on error. */
+int
+fd_write_all(int fd, const void *buf, size_t len)
+{
+	const char	*p = buf;
+	ssize_t		 n;
+
+	while (len > 0) {
+		if ((n = write(fd, p, len)) == -1) {
+			if (errno == EINTR)
+				continue;
+			return -1;
+		}
+		p += n;
+		len -= (size_t)n;
+	}
+	return 0;
 }

@@ -1,15 +1,17 @@
 #!/bin/bash
 # A 512 MiB blob streams through regcache to a deliberately slow client:
 # regcache's peak RSS stays under 40 MB, and the first bytes reach the
-# client before the upstream has sent the last (back-pressure: regcache
-# stops reading the upstream while its output to the client is full).
+# client before the upstream has sent the last.  The blob is fetched once
+# into the cache at the upstream's pace while the client is fed from the
+# growing file at its own, so memory stays flat either way.
 #
 # The upstream is a plain docker-registry holding one random 512 MiB blob
 # in test/big (uploaded monolithically; no manifest needed).  distribution
 # logs "response completed" for a GET only once it has written the whole
-# body, so the absence of that line while the client holds its first bytes
-# (and again after ~8 s of slow reading) shows the transfer is streamed and
-# held back rather than buffered.  tests/tools/slowclient.py is the client.
+# body, so the absence of that line when the client holds its first bytes
+# shows the body is streamed, not stored first.  A second client, served
+# from the cache, disconnects mid-blob.  tests/tools/slowclient.py is the
+# client.
 #
 # Then a client that goes away after 10 MB: regcache logs the aborted
 # request ("client gone"), releases the upstream connection ("request
@@ -26,7 +28,7 @@ set -eu
 
 require_cmd docker-registry python3 curl jq sha256sum
 require_regcache
-plan 15
+plan 14
 
 SIZE=$((512 * 1024 * 1024))
 RSS_LIMIT_KB=40960
@@ -108,15 +110,15 @@ ok $rc "the upstream has not finished sending the blob when the first bytes reac
 [ "$n" -eq 0 ] || diag "upstream completion lines already present: $n"
 [ "$rc" -ne 0 ] || diag "first body bytes at $(cut -d' ' -f1 "$TESTDIR/big.first")s"
 
-rc=0; wait_for "the slow client's slow phase" 30 sampling "$TESTDIR/big.slowdone" || rc=$?
-n=$(up_get_done)
-if [ "$rc" -eq 0 ] && [ "$n" -eq 0 ]; then rc=0; else rc=1; fi
-ok $rc "after ~8 s of slow reading the upstream still has not sent the whole blob"
-if [ "$rc" -eq 0 ]; then
-  read -r t_slow slow_bytes <"$TESTDIR/big.slowdone"
-  diag "slow phase: ${slow_bytes} bytes read by ${t_slow}s; regcache VmRSS now $(
-    awk '$1 == "VmRSS:" { print $2 " kB" }' "/proc/$rc_PID/status")"
-fi
+# The fill does not wait for the slow client: regcache takes the whole blob
+# from the upstream (once) into the cache while the client still reads
+# slowly, and memory stays flat because the client is fed from the file.
+fill_done() { sample_rss; grep -qE -- "$UP_GET_FULL" "$up_LOG"; }
+rc=0; wait_for "the upstream to finish sending the blob into the cache" 60 fill_done || rc=$?
+still_slow=0; [ -e "$TESTDIR/big.go" ] || still_slow=1
+if [ "$rc" -eq 0 ] && [ "$still_slow" -eq 1 ] && pid_alive "$big_PID"; then rc=0; else rc=1; fi
+ok $rc "the fill finishes at the upstream's pace while the client still reads slowly"
+diag "regcache VmRSS now $(awk '$1 == "VmRSS:" { print $2 " kB" }' "/proc/$rc_PID/status")"
 : >"$TESTDIR/big.go"
 
 client_finished() { sample_rss; ! pid_alive "$big_PID"; }
@@ -150,9 +152,9 @@ else
 fi
 
 # --- a client that goes away mid-blob -------------------------------------------
-ACCESS_GONE="\"GET $BLOB_URI\" [0-9]+ [0-9]+ [0-9]+ms up client gone"
+# The blob is cached now: this client is served from the file.
+ACCESS_GONE="\"GET $BLOB_URI\" [0-9]+ [0-9]+ [0-9]+ms up HIT client gone"
 gone_before=$(count_lines "$rc_LOG" "$ACCESS_GONE")
-abandoned_before=$(count_lines "$rc_LOG" 'request abandoned')
 rc=0
 ABORT=$(python3 "$TOOLSDIR/slowclient.py" --addr "$rc_ADDR" --path "$BLOB_URI" \
   --slow-seconds 60 --slow-chunk 65536 --slow-pause 0 --abort-after "$ABORT_AFTER" \
@@ -164,18 +166,10 @@ ok $rc "a second client reads 10 MB of the blob and closes the connection"
 
 gone_logged() { [ "$(count_lines "$rc_LOG" "$ACCESS_GONE")" -gt "$gone_before" ]; }
 rc=0; wait_for "regcache's access line for the aborted request" 10 gone_logged || rc=$?
-ok $rc "regcache logs the aborted request's access line (client gone)"
+ok $rc "regcache logs the aborted request's access line (a cache hit, client gone)"
 [ "$rc" -ne 0 ] || diag "$(grep -E -- "$ACCESS_GONE" "$rc_LOG" | tail -n 1)"
-
-abandoned() { [ "$(count_lines "$rc_LOG" 'request abandoned')" -gt "$abandoned_before" ]; }
-rc=0; wait_for "regcache to release the upstream connection" 10 abandoned || rc=$?
-ok $rc "regcache releases the upstream connection of the aborted request (request abandoned)"
-# The upstream sees its connection go: it logs the GET as ended early.
-rc=0; wait_for "the upstream to log the end of the aborted GET" 10 \
-  test "$(up_get_done)" -ge 2 || rc=$?
-ok $rc "the upstream stops sending the aborted blob"
-[ "$rc" -ne 0 ] || diag "upstream: $(grep -E -- "$UP_GET_DONE" "$up_LOG" | tail -n 1 |
-  grep -oE 'http\.response\.(status|written)=[0-9]+' | tr '\n' ' ')"
+n=$(up_get_done)
+ok "$([ "$n" -eq 1 ]; echo $?)" "the upstream sent the blob exactly once ($n)"
 
 small_ok() {
   regcache_alive rc &&

@@ -110,6 +110,13 @@ test_defaults(void)
 	    cf->max_header_bytes == DEFAULT_MAX_HEADER_BYTES &&
 	    cf->max_redirects == DEFAULT_MAX_REDIRECTS &&
 	    cf->log_level == LOG_LEVEL_INFO, "default: limits and log level");
+	ok(u->tag_ttl_ms == DEFAULT_TAG_TTL_MS &&
+	    u->negative_ttl_ms == DEFAULT_NEGATIVE_TTL_MS,
+	    "default: tag and negative TTLs");
+	ok(cf->cache_max_bytes == 0 && cf->cache_max_idle_s == 0 &&
+	    cf->cache_high_water == DEFAULT_CACHE_HIGH_WATER &&
+	    cf->cache_low_water == DEFAULT_CACHE_LOW_WATER,
+	    "default: no cache budget, water marks, no idle limit");
 	ok(config_validate(cf, err, sizeof(err)) == 0,
 	    "default: validates (%s)", err);
 	config_free(cf);
@@ -354,6 +361,269 @@ test_errors(void)
 	ok(strstr(m, "duplicate") != NULL, "duplicate key (%s)", m);
 }
 
+/* The TTLs of upstreams and the "cache" section, as a file sets them. */
+static void
+test_cache_keys(void)
+{
+	struct config	*cf;
+	char		 msg[1024], err[1024] = "";
+
+	cf = load_text(
+	    "{\n"
+	    "  \"upstreams\": [\n"
+	    "    {\"name\": \"a\", \"url\": \"http://a\",\n"
+	    "     \"tag_ttl\": 60, \"negative_ttl\": 0},\n"
+	    "    {\"name\": \"b\", \"url\": \"http://b\",\n"
+	    "     \"tag_ttl\": 0, \"negative_ttl\": 2.5},\n"
+	    "    {\"name\": \"c\", \"url\": \"http://c\"}\n"
+	    "  ],\n"
+	    "  \"cache\": {\"max_bytes\": \"20GiB\", \"high_water\": 90,\n"
+	    "            \"low_water\": 70, \"max_idle\": \"7d\"}\n"
+	    "}\n", msg, sizeof(msg));
+	ok(cf != NULL, "cache keys load%s%s", cf ? "" : ": ", msg);
+	if (cf == NULL)
+		return;
+	ok(cf->upstreams[0].tag_ttl_ms == 60000 &&
+	    cf->upstreams[0].negative_ttl_ms == 0,
+	    "tag_ttl 60 s, negative_ttl 0 (off)");
+	ok(cf->upstreams[1].tag_ttl_ms == 0 &&
+	    cf->upstreams[1].negative_ttl_ms == 2500,
+	    "tag_ttl 0 (always revalidate), negative_ttl 2.5 s");
+	ok(cf->upstreams[2].tag_ttl_ms == DEFAULT_TAG_TTL_MS &&
+	    cf->upstreams[2].negative_ttl_ms == DEFAULT_NEGATIVE_TTL_MS,
+	    "an upstream without TTLs gets the defaults");
+	ok(cf->cache_max_bytes == 21474836480ULL, "cache.max_bytes 20GiB");
+	ok(cf->cache_high_water == 90 && cf->cache_low_water == 70,
+	    "cache water marks");
+	ok(cf->cache_max_idle_s == 604800, "cache.max_idle 7d");
+	ok(config_validate(cf, err, sizeof(err)) == 0,
+	    "cache keys validate (%s)", err);
+	cf->cache_low_water = cf->cache_high_water;
+	ok(config_validate(cf, err, sizeof(err)) == -1 &&
+	    strstr(err, "water") != NULL,
+	    "validate refuses low_water == high_water (%s)", err);
+	config_free(cf);
+
+	cf = load_text("{\"cache\": {\"high_water\": 100, \"low_water\": 1}}",
+	    msg, sizeof(msg));
+	ok(cf != NULL && cf->cache_high_water == 100 &&
+	    cf->cache_low_water == 1 && cf->cache_max_bytes == 0,
+	    "water marks at their limits, no budget%s", msg);
+	config_free(cf);
+
+	cf = load_text("{\"cache\": {}}", msg, sizeof(msg));
+	ok(cf != NULL && cf->cache_high_water == DEFAULT_CACHE_HIGH_WATER &&
+	    cf->cache_low_water == DEFAULT_CACHE_LOW_WATER,
+	    "empty cache section keeps the defaults%s", msg);
+	config_free(cf);
+}
+
+/* Loads {"cache": {key: value}} and returns the number stored, or -1. */
+static long long
+cache_value(const char *key, const char *value)
+{
+	struct config	*cf;
+	char		*text, msg[1024];
+	long long	 n = -1;
+
+	if (asprintf(&text, "{\"cache\": {\"%s\": %s}}", key, value) == -1)
+		abort();
+	if ((cf = load_text(text, msg, sizeof(msg))) != NULL) {
+		n = strcmp(key, "max_bytes") == 0 ?
+		    (long long)cf->cache_max_bytes :
+		    (long long)cf->cache_max_idle_s;
+		config_free(cf);
+	} else
+		diag("%s: %s", value, msg);
+	free(text);
+	return n;
+}
+
+/* Sizes and durations with their units. */
+static void
+test_units(void)
+{
+	static const struct {
+		const char	*key;
+		const char	*value;
+		long long	 want;
+	} cases[] = {
+		{ "max_bytes", "\"20GiB\"", 21474836480LL },
+		{ "max_bytes", "\"500MB\"", 500000000LL },
+		{ "max_bytes", "\"1.5G\"", 1610612736LL },
+		{ "max_bytes", "\"1.5T\"", 1649267441664LL },
+		{ "max_bytes", "\"2TB\"", 2000000000000LL },
+		{ "max_bytes", "\"1TiB\"", 1099511627776LL },
+		{ "max_bytes", "\"2048K\"", 2097152LL },
+		{ "max_bytes", "\"2048KiB\"", 2097152LL },
+		{ "max_bytes", "\"2000KB\"", 2000000LL },
+		{ "max_bytes", "\"10 MiB\"", 10485760LL },
+		{ "max_bytes", "\"3m\"", 3145728LL },
+		{ "max_bytes", "\"20gb\"", 20000000000LL },
+		{ "max_bytes", "\"1048576B\"", 1048576LL },
+		{ "max_bytes", "\"1048576\"", 1048576LL },
+		{ "max_bytes", "1048576", 1048576LL },
+		{ "max_bytes", "0", 0 },
+		{ "max_bytes", "\"0GiB\"", 0 },
+		{ "max_idle", "\"7d\"", 604800 },
+		{ "max_idle", "\"1.5h\"", 5400 },
+		{ "max_idle", "\"90m\"", 5400 },
+		{ "max_idle", "\"45s\"", 45 },
+		{ "max_idle", "\"45\"", 45 },
+		{ "max_idle", "3600", 3600 },
+		{ "max_idle", "2.5", 3 },
+		{ "max_idle", "\"0.1s\"", 1 },
+		{ "max_idle", "0", 0 },
+	};
+	size_t	 i;
+
+	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+		ok(cache_value(cases[i].key, cases[i].value) == cases[i].want,
+		    "%s %s = %lld", cases[i].key, cases[i].value,
+		    cases[i].want);
+}
+
+/* Bad TTLs and cache settings, each with its line, column and key path. */
+static void
+test_cache_errors(void)
+{
+	const char	*m;
+
+	m = load_error("{\"cache\": {\"max_bytes\": \"20GiG\"}}");
+	is_str(m, ":1:12: cache.max_bytes: \"20GiG\": unknown unit \"GiG\" "
+	    "(use B, K, KB, KiB, M, MB, MiB, G, GB, GiB, T, TB or TiB)",
+	    "bad size unit");
+
+	m = load_error("{\n  \"cache\": {\n    \"max_idle\": \"2w\"\n  }\n}\n");
+	is_str(m, ":3:5: cache.max_idle: \"2w\": unknown unit \"w\" "
+	    "(use s, m, h or d)", "bad duration unit");
+
+	m = load_error("{\"cache\": {\"max_bytes\": \"lots\"}}");
+	is_str(m, ":1:12: cache.max_bytes: \"lots\" is not a number followed "
+	    "by a unit (B, K, KB, KiB, M, MB, MiB, G, GB, GiB, T, TB or TiB)",
+	    "size without a number");
+
+	m = load_error("{\"cache\": {\"max_bytes\": \"1.G\"}}");
+	is_str(m, ":1:12: cache.max_bytes: \"1.G\": expected a digit after "
+	    "the point", "size with a bare point");
+
+	m = load_error("{\"cache\": {\"max_bytes\": \"1.1234567G\"}}");
+	ok(strstr(m, ":1:12: cache.max_bytes: ") == m &&
+	    strstr(m, "at most 6 digits") != NULL, "too many decimals (%s)",
+	    m);
+
+	m = load_error("{\"cache\": {\"max_bytes\": \"99999999999TiB\"}}");
+	ok(strstr(m, ":1:12: cache.max_bytes: ") == m &&
+	    strstr(m, "too large") != NULL, "size too large (%s)", m);
+
+	m = load_error("{\"cache\": {\"max_bytes\": -1}}");
+	is_str(m, ":1:12: cache.max_bytes: must not be negative (0 means no "
+	    "budget)", "negative max_bytes");
+
+	m = load_error("{\"cache\": {\"max_bytes\": \"-5GiB\"}}");
+	is_str(m, ":1:12: cache.max_bytes: must not be negative (0 means no "
+	    "budget)", "negative max_bytes as a string");
+
+	m = load_error("{\"cache\": {\"max_bytes\": 1000}}");
+	is_str(m, ":1:12: cache.max_bytes: must be 0 (no budget) or at least "
+	    "1048576 bytes", "max_bytes below 1 MiB");
+
+	m = load_error("{\"cache\": {\"max_bytes\": \"512K\"}}");
+	is_str(m, ":1:12: cache.max_bytes: must be 0 (no budget) or at least "
+	    "1048576 bytes", "max_bytes 512K below 1 MiB");
+
+	m = load_error("{\"cache\": {\"max_bytes\": 2.5e9}}");
+	is_str(m, ":1:12: cache.max_bytes: expected an integer number of "
+	    "bytes or a string such as \"20GiB\", got a real number",
+	    "max_bytes as a real number");
+
+	m = load_error("{\"cache\": {\"max_idle\": -1}}");
+	is_str(m, ":1:12: cache.max_idle: must not be negative (0 means no "
+	    "idle limit)", "negative max_idle");
+
+	m = load_error("{\"cache\": {\"max_idle\": -0.5}}");
+	is_str(m, ":1:12: cache.max_idle: must not be negative (0 means no "
+	    "idle limit)", "negative real max_idle");
+
+	m = load_error("{\"cache\": {\"max_idle\": true}}");
+	is_str(m, ":1:12: cache.max_idle: expected a number of seconds or a "
+	    "string such as \"7d\", got a boolean", "max_idle a boolean");
+
+	m = load_error("{\"cache\": {\"max_idle\": \"40000d\"}}");
+	ok(strstr(m, ":1:12: cache.max_idle: must be at most ") == m,
+	    "max_idle too long (%s)", m);
+
+	m = load_error(
+	    "{\n"
+	    "  \"cache\": {\n"
+	    "    \"high_water\": 80,\n"
+	    "    \"low_water\": 80\n"
+	    "  }\n"
+	    "}\n");
+	is_str(m, ":4:5: cache.low_water: 80 must be below high_water (80)",
+	    "low_water equal to high_water");
+
+	m = load_error("{\"cache\": {\"high_water\": 50, \"low_water\": 60}}");
+	is_str(m, ":1:30: cache.low_water: 60 must be below high_water (50)",
+	    "low_water above high_water");
+
+	m = load_error("{\"cache\": {\"high_water\": 80}}");
+	is_str(m, ":1:12: cache.high_water: 80 must be above low_water (85, "
+	    "its default)", "high_water below the default low_water");
+
+	m = load_error("{\"cache\": {\"high_water\": 101}}");
+	is_str(m, ":1:12: cache.high_water: must be an integer from 1 to 100",
+	    "high_water above 100");
+
+	m = load_error("{\"cache\": {\"low_water\": 0}}");
+	is_str(m, ":1:12: cache.low_water: must be an integer from 1 to 100",
+	    "low_water 0");
+
+	m = load_error("{\"cache\": {\"low_water\": \"80%\"}}");
+	is_str(m, ":1:12: cache.low_water: expected an integer, got a string",
+	    "low_water a string");
+
+	m = load_error("{\"cache\": {\"max_size\": 1}}");
+	is_str(m, ":1:12: cache.max_size: unknown key", "unknown cache key");
+
+	m = load_error("{\"cache\": 10}");
+	is_str(m, ":1:2: cache: expected an object, got an integer",
+	    "cache must be an object");
+
+	m = load_error(
+	    "{\"upstreams\": [\n"
+	    "  {\"name\": \"a\", \"url\": \"http://a\",\n"
+	    "   \"tag_ttl\": \"5m\"}]}\n");
+	is_str(m, ":3:4: upstreams[0].tag_ttl: expected a number of seconds, "
+	    "got a string", "tag_ttl a string");
+
+	m = load_error(
+	    "{\"upstreams\": [\n"
+	    "  {\"name\": \"a\", \"url\": \"http://a\"},\n"
+	    "  {\"name\": \"b\", \"url\": \"http://b\", \"tag_ttl\": -1}]}\n");
+	is_str(m, ":3:36: upstreams[1].tag_ttl: must not be negative (0 means "
+	    "always revalidate)", "negative tag_ttl");
+
+	m = load_error(
+	    "{\"upstreams\": [\n"
+	    "  {\"name\": \"a\", \"url\": \"http://a\",\n"
+	    "   \"negative_ttl\": -0.5}]}\n");
+	is_str(m, ":3:4: upstreams[0].negative_ttl: must not be negative "
+	    "(0 means no negative caching)", "negative negative_ttl");
+
+	m = load_error(UP_A " \"tag_ttl\": 0.0001}]}");
+	ok(strstr(m, "upstreams[0].tag_ttl: must be 0 or at least 0.001 "
+	    "seconds") != NULL, "tag_ttl below a millisecond (%s)", m);
+
+	m = load_error(UP_A " \"tag_ttl\": 9999999}]}");
+	ok(strstr(m, "upstreams[0].tag_ttl: must be at most 2147483 seconds")
+	    != NULL, "tag_ttl too long (%s)", m);
+
+	m = load_error(UP_A " \"tag_tll\": 60}]}");
+	ok(strstr(m, "upstreams[0].tag_tll: unknown key") != NULL,
+	    "misspelt tag_ttl (%s)", m);
+}
+
 /* default_upstream absent, null; an empty file. */
 static void
 test_default_upstream(void)
@@ -401,6 +671,9 @@ test_overrides(void)
 	    && u->naliases == 3 && strcmp(u->aliases[0],
 	    "registry-1.docker.io") == 0 && u->library_prefix &&
 	    cf->default_upstream == 0, "override: docker hub upstream");
+	ok(u->tag_ttl_ms == DEFAULT_TAG_TTL_MS &&
+	    u->negative_ttl_ms == DEFAULT_NEGATIVE_TTL_MS && u->tls_verify,
+	    "override: upstream gets the default TTLs");
 	ok(cf->log_level == LOG_LEVEL_WARN, "override: log level");
 
 	memset(&ov, 0, sizeof(ov));
@@ -520,6 +793,9 @@ main(void)
 	test_defaults();
 	test_full_file();
 	test_errors();
+	test_cache_keys();
+	test_units();
+	test_cache_errors();
 	test_default_upstream();
 	test_overrides();
 	test_parse_url();

@@ -1,0 +1,265 @@
+/*
+ * The blob files of the cache.  Layout under the data directory:
+ *
+ *	blobs/sha256/ab/ab12...ef	one file per digest, exact bytes
+ *	tmp/				fills in progress, removed at start
+ *	index/				the LMDB index (cache_index.c)
+ *
+ * A blob becomes visible in a fixed order that survives a crash at any
+ * point: the tmp file is written and fdatasync'ed, renamed into place,
+ * the directory fsync'ed, and only then is the index entry committed.
+ * So an index entry never points at a missing or partial file; a crash
+ * can at worst leave a complete file the index does not know, which
+ * `regcache gc` removes.
+ */
+#include "config.h"
+
+#include <sys/stat.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "regcache.h"
+
+static char	*store_dir;	/* the data directory */
+static uint64_t	 tmp_seq;
+
+/* The path of digest's file: DATA/blobs/<alg>/<2 hex>/<hex>. */
+int
+cache_blob_path(const char *digest, char *buf, size_t len)
+{
+	const char	*hex = strchr(digest, ':');
+	int		 n;
+
+	if (hex == NULL || strlen(hex + 1) < 2)
+		return -1;
+	n = snprintf(buf, len, "%s/blobs/%.*s/%.2s/%s", store_dir,
+	    (int)(hex - digest), digest, hex + 1, hex + 1);
+	return n < 0 || (size_t)n >= len ? -1 : 0;
+}
+
+/* Remove every file in dir (not recursing); returns how many. */
+static int
+store_empty_dir(const char *dir)
+{
+	DIR		*d;
+	struct dirent	*de;
+	char		 path[PATH_MAX + 256];
+	int		 n = 0;
+
+	if ((d = opendir(dir)) == NULL)
+		return 0;
+	while ((de = readdir(d)) != NULL) {
+		if (de->d_name[0] == '.')
+			continue;
+		snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
+		if (unlink(path) == 0)
+			n++;
+	}
+	closedir(d);
+	return n;
+}
+
+/*
+ * Open the store under data_dir: create its directories, clear tmp/ of
+ * fills a previous run left, and open the index.  readonly is for tools
+ * that only look.
+ */
+int
+cache_store_open(const char *data_dir, int readonly, char *err,
+    size_t errlen)
+{
+	char	path[PATH_MAX];
+	int	n;
+
+	free(store_dir);
+	store_dir = xstrdup(data_dir);
+	if (!readonly) {
+		snprintf(path, sizeof(path), "%s/blobs", data_dir);
+		if (mkdir_p(path, 0750) == -1) {
+			snprintf(err, errlen, "%s: %s", path, strerror(errno));
+			return -1;
+		}
+		snprintf(path, sizeof(path), "%s/tmp", data_dir);
+		if (mkdir_p(path, 0750) == -1) {
+			snprintf(err, errlen, "%s: %s", path, strerror(errno));
+			return -1;
+		}
+		if ((n = store_empty_dir(path)) > 0)
+			log_info("store: removed %d unfinished fill%s from "
+			    "tmp/", n, n == 1 ? "" : "s");
+	}
+	snprintf(path, sizeof(path), "%s/index", data_dir);
+	return idx_open(path, readonly, err, errlen);
+}
+
+void
+cache_store_close(void)
+{
+	idx_close();
+	free(store_dir);
+	store_dir = NULL;
+}
+
+/* A new tmp file for a fill of digest; its path goes to *path. */
+int
+cache_tmp_create(const char *digest, char **path)
+{
+	const char	*hex = strchr(digest, ':');
+	int		 fd;
+
+	xasprintf(path, "%s/tmp/%.16s.%ld.%llu", store_dir,
+	    hex != NULL ? hex + 1 : digest, (long)getpid(),
+	    (unsigned long long)++tmp_seq);
+	fd = open(*path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0640);
+	if (fd == -1) {
+		free(*path);
+		*path = NULL;
+	}
+	return fd;
+}
+
+/* fsync a directory so a rename in it is durable. */
+static int
+store_sync_dir(const char *file)
+{
+	char	dir[PATH_MAX], *slash;
+	int	fd, rc;
+
+	snprintf(dir, sizeof(dir), "%s", file);
+	if ((slash = strrchr(dir, '/')) == NULL)
+		return 0;
+	*slash = '\0';
+	if ((fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) == -1)
+		return -1;
+	rc = fsync(fd);
+	close(fd);
+	return rc;
+}
+
+/*
+ * Make a verified tmp file the blob digest: sync it, rename it into place,
+ * sync the directory, then commit the index entry (in that order; see the
+ * top of this file).  On failure the tmp file is removed.
+ */
+int
+cache_publish(int fd, const char *tmp, const char *digest, uint64_t size,
+    const char *media_type, const char *upstream, const char *repo)
+{
+	struct idx_blob	 b;
+	char		 path[PATH_MAX], dir[PATH_MAX], *slash;
+
+	if (cache_blob_path(digest, path, sizeof(path)) == -1)
+		goto fail;
+	snprintf(dir, sizeof(dir), "%s", path);
+	if ((slash = strrchr(dir, '/')) != NULL)
+		*slash = '\0';
+	if (mkdir_p(dir, 0750) == -1) {
+		log_warn("store: %s", dir);
+		goto fail;
+	}
+	if (fdatasync(fd) == -1) {
+		log_warn("store: fdatasync %s", tmp);
+		goto fail;
+	}
+	if (rename(tmp, path) == -1) {
+		log_warn("store: rename to %s", path);
+		goto fail;
+	}
+	if (store_sync_dir(path) == -1)
+		log_warn("store: fsync of the directory of %s", path);
+	memset(&b, 0, sizeof(b));
+	b.size = size;
+	b.stored = time(NULL);
+	b.last_served = b.stored;
+	snprintf(b.media_type, sizeof(b.media_type), "%s",
+	    media_type != NULL ? media_type : "");
+	if (idx_blob_put(digest, &b, upstream, repo) == -1) {
+		/* The file stays, unknown to the index, for gc. */
+		unlink(path);
+		return -1;
+	}
+	return 0;
+ fail:
+	unlink(tmp);
+	return -1;
+}
+
+/*
+ * Open a cached blob for reading.  Returns the fd and fills *b, or -1 when
+ * it is not cached.  An index entry whose file went missing (removed by
+ * hand) is dropped, so the blob is fetched again.
+ */
+int
+cache_blob_open(const char *digest, struct idx_blob *b)
+{
+	char		path[PATH_MAX];
+	struct stat	st;
+	int		fd;
+
+	if (idx_blob_get(digest, b) != 0)
+		return -1;
+	if (cache_blob_path(digest, path, sizeof(path)) == -1)
+		return -1;
+	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) == -1) {
+		log_warnx("store: %s is indexed but its file is gone: "
+		    "dropping the entry", digest);
+		idx_blob_del(digest);
+		return -1;
+	}
+	if (fstat(fd, &st) == -1 || (uint64_t)st.st_size != b->size) {
+		log_warnx("store: %s has the wrong size on disk: dropping it",
+		    digest);
+		close(fd);
+		cache_blob_remove(digest);
+		return -1;
+	}
+	return fd;
+}
+
+/* Remove a blob: the index entry first, then the file (readers that have
+ * it open keep their bytes). */
+int
+cache_blob_remove(const char *digest)
+{
+	char	path[PATH_MAX];
+
+	idx_blob_del(digest);
+	if (cache_blob_path(digest, path, sizeof(path)) == -1)
+		return -1;
+	if (unlink(path) == -1 && errno != ENOENT) {
+		log_warn("store: unlink %s", path);
+		return -1;
+	}
+	return 0;
+}
+
+/* Read a whole small cached blob (a manifest) into memory. */
+int
+cache_blob_read(const char *digest, struct evbuffer *out, struct idx_blob *b,
+    uint64_t max)
+{
+	int	fd;
+
+	if ((fd = cache_blob_open(digest, b)) == -1)
+		return -1;
+	if (b->size > max || fd_read_into(fd, 0, (size_t)b->size, out) == -1) {
+		close(fd);
+		return -1;
+	}
+	close(fd);
+	return 0;
+}
+
+/* The data directory, for tools. */
+const char *
+cache_store_dir(void)
+{
+	return store_dir;
+}

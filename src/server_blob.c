@@ -1,0 +1,412 @@
+/*
+ * Blobs for clients: from the cache when the file is there (sendfile on
+ * plain HTTP, bounded pread pieces on TLS), else from a fill that one
+ * upstream fetch feeds for every client that wants the digest at once.
+ * HEAD of an uncached blob goes to the upstream as is.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <event2/bufferevent_ssl.h>
+
+#include "regcache.h"
+
+/* Body queued towards one client before we wait for it: small for bytes
+ * read into memory, larger for sendfile pieces, which cost no memory. */
+#define BLOB_CHUNK		(256 * 1024)
+#define BLOB_SEG_HIGH		(8 * 1024 * 1024)
+
+struct blobsrc {
+	int				 fd;	/* ours; -1 when seg owns it */
+	struct evbuffer_file_segment	*seg;	/* plain sockets */
+	uint64_t			 pos;	/* next byte to queue */
+	uint64_t			 end;	/* one past the last to send */
+	int				 open_end; /* size not known yet */
+	int				 from_fill;
+	struct fill_reader		 reader;
+};
+
+static void	blob_fill_event(struct fill_reader *, enum fill_event);
+
+/* Is the client on TLS?  Then bytes must pass through memory. */
+static int
+blob_client_tls(struct exchange *ex)
+{
+	struct bufferevent *bev = evhttp_connection_get_bufferevent(
+	    evhttp_request_get_connection(ex->req));
+
+	return bufferevent_openssl_get_ssl(bev) != NULL;
+}
+
+void
+blob_src_free(struct exchange *ex)
+{
+	struct blobsrc	*src = ex->src;
+
+	if (src == NULL)
+		return;
+	fill_leave(&src->reader);
+	if (src->seg != NULL)
+		evbuffer_file_segment_free(src->seg);
+	else if (src->fd != -1)
+		close(src->fd);
+	free(src);
+	ex->src = NULL;
+}
+
+/*
+ * Parse a single byte range against a size: 0 no usable Range (send it
+ * all), 1 a satisfiable range in [*start, *end), -1 unsatisfiable.
+ * Several ranges are answered with the whole blob, as RFC 9110 allows.
+ */
+static int
+blob_range(struct exchange *ex, uint64_t size, uint64_t *start,
+    uint64_t *end)
+{
+	const char		*r = evhttp_find_header(
+				    evhttp_request_get_input_headers(ex->req),
+				    "Range");
+	unsigned long long	 a, b;
+	char			*e;
+
+	if (r == NULL || strncasecmp(r, "bytes=", 6) != 0 ||
+	    strchr(r, ',') != NULL)
+		return 0;
+	r += 6;
+	if (*r == '-') {			/* the last N bytes */
+		b = strtoull(r + 1, &e, 10);
+		if (e == r + 1 || *e != '\0')
+			return 0;
+		if (b == 0 || size == 0)
+			return -1;
+		*start = b >= size ? 0 : size - b;
+		*end = size;
+		return 1;
+	}
+	if (*r < '0' || *r > '9')
+		return 0;
+	a = strtoull(r, &e, 10);
+	if (*e != '-')
+		return 0;
+	if (e[1] == '\0')
+		b = size > 0 ? size - 1 : 0;
+	else {
+		const char *bs = e + 1;
+		b = strtoull(bs, &e, 10);
+		if (*e != '\0' || b < a)
+			return 0;
+		if (b >= size)
+			b = size - 1;
+	}
+	if (a >= size)
+		return -1;
+	*start = a;
+	*end = b + 1;
+	return 1;
+}
+
+/* The headers every blob answer carries. */
+static void
+blob_headers(struct exchange *ex, const char *length)
+{
+	struct evkeyvalq	*out = evhttp_request_get_output_headers(ex->req);
+	char			 etag[V2_DIGEST_MAX + 3];
+
+	v2_common_headers(ex->req);
+	evhttp_add_header(out, "Content-Type", "application/octet-stream");
+	if (length != NULL)
+		evhttp_add_header(out, "Content-Length", length);
+	evhttp_add_header(out, "Docker-Content-Digest", ex->p.ref);
+	snprintf(etag, sizeof(etag), "\"%s\"", ex->p.ref);
+	evhttp_add_header(out, "ETag", etag);
+	evhttp_add_header(out, "Accept-Ranges", "bytes");
+	/* Content-addressed: it never changes. */
+	evhttp_add_header(out, "Cache-Control", "max-age=31536000");
+}
+
+/* If-None-Match naming this digest (or *): the client has it already. */
+static int
+blob_not_modified(struct exchange *ex)
+{
+	const char	*inm = evhttp_find_header(
+			    evhttp_request_get_input_headers(ex->req),
+			    "If-None-Match");
+	char		 etag[V2_DIGEST_MAX + 3];
+
+	if (inm == NULL)
+		return 0;
+	snprintf(etag, sizeof(etag), "\"%s\"", ex->p.ref);
+	return strcmp(inm, "*") == 0 || strstr(inm, etag) != NULL;
+}
+
+/* Answer with headers only (HEAD, 304, 416) and end the exchange. */
+static void
+blob_reply_empty(struct exchange *ex, int status)
+{
+	struct evhttp_request	*req = ex->req;
+
+	ex->status = status;
+	if (ex->xcache != NULL)
+		evhttp_add_header(evhttp_request_get_output_headers(req),
+		    "X-Cache", ex->xcache);
+	exchange_replied(ex);
+	evhttp_send_reply(req, status, NULL, NULL);
+	exchange_close(ex, NULL);
+}
+
+/*
+ * Send the head for a blob of size bytes (size < 0: not known yet) and set
+ * up the source range; HEAD, 304 and 416 end here.  Returns 1 when a body
+ * is to follow.
+ */
+static int
+blob_begin(struct exchange *ex, struct blobsrc *src, int64_t size)
+{
+	uint64_t	start = 0, end = 0;
+	char		len[32], cr[96];
+	int		rc = 0;
+
+	if (size >= 0)
+		rc = blob_range(ex, (uint64_t)size, &start, &end);
+	if (rc == -1) {
+		snprintf(cr, sizeof(cr), "bytes */%" PRId64, size);
+		blob_headers(ex, "0");
+		evhttp_add_header(evhttp_request_get_output_headers(ex->req),
+		    "Content-Range", cr);
+		blob_reply_empty(ex, 416);
+		return 0;
+	}
+	if (rc == 0) {
+		start = 0;
+		end = size >= 0 ? (uint64_t)size : UINT64_MAX;
+	}
+	if (size >= 0) {
+		snprintf(len, sizeof(len), "%" PRIu64, end - start);
+		blob_headers(ex, len);
+	} else
+		blob_headers(ex, NULL);		/* chunked */
+	if (blob_not_modified(ex)) {
+		evhttp_remove_header(evhttp_request_get_output_headers(ex->req),
+		    "Content-Length");
+		blob_reply_empty(ex, 304);
+		return 0;
+	}
+	if (rc == 1) {
+		snprintf(cr, sizeof(cr), "bytes %" PRIu64 "-%" PRIu64 "/%"
+		    PRId64, start, end - 1, size);
+		evhttp_add_header(evhttp_request_get_output_headers(ex->req),
+		    "Content-Range", cr);
+	}
+	if (ex->method == EVHTTP_REQ_HEAD) {
+		blob_reply_empty(ex, rc == 1 ? 206 : 200);
+		return 0;
+	}
+	src->pos = start;
+	src->end = end;
+	src->open_end = size < 0;
+	/* sendfile needs a known size and a plain socket. */
+	if (size > 0 && !blob_client_tls(ex)) {
+		src->seg = evbuffer_file_segment_new(src->fd, 0, size,
+		    EVBUF_FS_CLOSE_ON_FREE);
+		if (src->seg != NULL)
+			src->fd = -1;
+	}
+	v2_reply_start(ex, rc == 1 ? 206 : 200);
+	return 1;
+}
+
+/*
+ * Queue more of the blob while the client keeps up; v2_written calls
+ * again when the queue is written.  Bytes of a fill are queued only as
+ * far as the fill allows (its last byte waits for verification).
+ */
+void
+blob_pump(struct exchange *ex)
+{
+	struct blobsrc	*src = ex->src;
+	struct fill	*f = src->reader.fill;
+	struct evbuffer	*buf;
+	uint64_t	 avail, n, high;
+
+	high = src->seg != NULL ? BLOB_SEG_HIGH : STREAM_HIGH_WATER;
+	for (;;) {
+		if (evbuffer_get_length(v2_output(ex)) >= high)
+			return;
+		avail = src->end;
+		if (f != NULL && fill_available(f) < avail)
+			avail = fill_available(f);
+		if (src->pos >= avail)
+			break;
+		n = avail - src->pos < BLOB_CHUNK ? avail - src->pos :
+		    BLOB_CHUNK;
+		if (src->seg != NULL && n < BLOB_CHUNK && f == NULL)
+			n = avail - src->pos;	/* the rest, in one go */
+		if ((buf = evbuffer_new()) == NULL)
+			fatalx("%s: evbuffer_new", __func__);
+		if (src->seg != NULL) {
+			/* So the piece stays a sendfile piece. */
+			evbuffer_set_flags(buf, EVBUFFER_FLAG_DRAINS_TO_FD);
+			if (evbuffer_add_file_segment(buf, src->seg,
+			    (ev_off_t)src->pos, (ev_off_t)n) == -1)
+				goto fail;
+		} else if (fd_read_into(src->fd, src->pos, (size_t)n,
+		    buf) == -1)
+			goto fail;
+		if (!src->from_fill)
+			stats.bytes_from_cache += n;
+		src->pos += n;
+		v2_send_chunk(ex, buf);
+		evbuffer_free(buf);
+	}
+	/* A fill's reader ends only once the fill is verified. */
+	if (src->pos >= src->end && (f == NULL || f->state == FILL_DONE)) {
+		fill_leave(&src->reader);
+		v2_reply_finish(ex);	/* may free ex */
+	}
+	return;
+ fail:
+	evbuffer_free(buf);
+	log_warn("blob %s: cannot read the cached file", ex->p.ref);
+	v2_abort(ex, "cache read error");
+}
+
+/* The fill's upstream said no (404, 401, 429...): pass its answer on. */
+static void
+blob_fill_refused(struct exchange *ex, struct fill *f)
+{
+	struct evhttp_request	*req = ex->req;
+	struct evkeyvalq	*out = evhttp_request_get_output_headers(req);
+	struct evbuffer		*body = evbuffer_new();
+
+	v2_common_headers(req);
+	headers_copy(out, &f->err_headers, "Content-Type");
+	headers_copy(out, &f->err_headers, "Retry-After");
+	headers_copy(out, &f->err_headers, "RateLimit-Limit");
+	headers_copy(out, &f->err_headers, "RateLimit-Remaining");
+	if (f->err_body != NULL)
+		evbuffer_add(body, evbuffer_pullup(f->err_body, -1),
+		    evbuffer_get_length(f->err_body));
+	ex->status = f->status;
+	ex->bytes = evbuffer_get_length(body);
+	exchange_replied(ex);
+	evhttp_send_reply(req, f->status, NULL, body);
+	evbuffer_free(body);
+	exchange_close(ex, NULL);
+}
+
+/* What a fill tells one of its readers. */
+static void
+blob_fill_event(struct fill_reader *r, enum fill_event ev)
+{
+	struct exchange	*ex = r->arg;
+	struct blobsrc	*src;
+	struct fill	*f = r->fill;
+	char		 msg[256];
+
+	CHECK_MAGIC(ex, EXCHANGE_MAGIC);
+	src = ex->src;
+	switch (ev) {
+	case FILL_EV_HEAD:
+		if ((src->fd = dup(f->fd)) == -1) {
+			log_warn("blob %s: dup", ex->p.ref);
+			fill_leave(r);
+			v2_fail(ex, 500, "UNKNOWN", "cache error", "dup");
+			return;
+		}
+		if (blob_begin(ex, src, f->size))
+			blob_pump(ex);
+		return;
+	case FILL_EV_DATA:
+	case FILL_EV_DONE:
+		if (!ex->started)
+			return;
+		if (ev == FILL_EV_DONE && src->open_end)
+			src->end = f->written;
+		blob_pump(ex);
+		return;
+	case FILL_EV_UPSTREAM_ERROR:
+		fill_leave(r);
+		blob_fill_refused(ex, f);
+		return;
+	case FILL_EV_FAILED:
+		fill_leave(r);
+		if (ex->started) {
+			v2_abort(ex, "fill failed");
+			return;
+		}
+		if (f->disk_error) {
+			/* The cache cannot take it: stream it instead. */
+			blob_src_free(ex);
+			ex->xcache = "MISS";
+			v2_passthrough(ex);
+			return;
+		}
+		snprintf(msg, sizeof(msg), "upstream %s: %s",
+		    ex->rt.upstream->cfg->name, f->up_error != UP_OK ?
+		    up_error_str(f->up_error) : "bad blob");
+		v2_fail(ex, f->up_error == UP_ERR_TIMEOUT ? 504 : 502,
+		    "UNAVAILABLE", msg, "fill failed");
+		return;
+	}
+}
+
+/*
+ * A blob request, after routing.  Returns 0 when this file answers it,
+ * -1 when it should stream straight through (HEAD of an uncached blob, or
+ * a cache that cannot take a fill).
+ */
+int
+blob_handle(struct exchange *ex)
+{
+	struct idx_blob	 b;
+	struct blobsrc	*src;
+	struct fill	*f;
+	int		 fd;
+
+	if ((fd = cache_blob_open(ex->p.ref, &b)) != -1) {
+		stats.hits++;
+		ex->xcache = "HIT";
+		idx_touch(ex->p.ref, time(NULL));
+		idx_blob_seen_in(ex->p.ref, ex->rt.upstream->cfg->name,
+		    ex->rt.name);
+		src = xcalloc(1, sizeof(*src));
+		src->fd = fd;
+		ex->src = src;
+		if (blob_begin(ex, src, (int64_t)b.size))
+			blob_pump(ex);
+		return 0;
+	}
+	if (ex->method == EVHTTP_REQ_HEAD) {
+		ex->xcache = "MISS";
+		return -1;
+	}
+	if ((f = fill_find(ex->p.ref)) != NULL) {
+		stats.coalesced++;
+		ex->xcache = "COALESCED";
+	} else if ((f = fill_start(ex->rt.upstream, ex->rt.name,
+	    ex->p.ref)) != NULL) {
+		stats.misses++;
+		ex->xcache = "MISS";
+	} else {
+		ex->xcache = "MISS";
+		return -1;
+	}
+	src = xcalloc(1, sizeof(*src));
+	src->fd = -1;
+	src->from_fill = 1;
+	src->reader.cb = blob_fill_event;
+	src->reader.arg = ex;
+	ex->src = src;
+	fill_join(f, &src->reader);
+	if (f->have_head)
+		blob_fill_event(&src->reader, FILL_EV_HEAD);
+	return 0;
+}

@@ -1,0 +1,588 @@
+/*
+ * Manifests for clients.  By digest: the exact bytes from the cache, or
+ * fetched once, verified and kept.  By tag: the tag -> digest mapping is
+ * kept per (upstream, repository, tag, Accept class) for the upstream's
+ * tag_ttl; within it a tag pull asks the upstream nothing; after it one
+ * HEAD revalidates, and the manifest is fetched again only if the digest
+ * changed.  An upstream that is down, times out, or answers 5xx or 429
+ * gets the cached mapping served anyway (stale-if-error).  A 404 is
+ * remembered for negative_ttl.
+ *
+ * Accept classes: upstreams answer a tag differently by Accept (a list to
+ * clients that take lists, a platform manifest otherwise), so a client is
+ * only ever served a media type it accepts.  The class is the set of
+ * manifest types the client accepts; the mapping fetched for the full set
+ * serves every client that accepts its type.
+ */
+#include "config.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <openssl/evp.h>
+
+#include "regcache.h"
+
+/* distribution refuses manifests over 4 MiB: so do we. */
+#define MANIFEST_MAX		(4 * 1024 * 1024)
+
+static const char *const mf_types[] = {
+	"application/vnd.oci.image.index.v1+json",
+	"application/vnd.docker.distribution.manifest.list.v2+json",
+	"application/vnd.oci.image.manifest.v1+json",
+	"application/vnd.docker.distribution.manifest.v2+json",
+	"application/vnd.docker.distribution.manifest.v1+prettyjws",
+	"application/vnd.docker.distribution.manifest.v1+json",
+	NULL
+};
+#define MF_ALL			0x3fu
+
+enum mop_step {
+	MOP_GET_TAG,		/* GET by tag: a new mapping */
+	MOP_HEAD_TAG,		/* HEAD by tag: revalidate a stale one */
+	MOP_GET_DIGEST		/* GET by digest: the manifest itself */
+};
+
+struct mop {
+	enum mop_step		 step;
+	unsigned		 mask;		/* the client's Accept class */
+	char			 cls[8];
+	struct idx_tag		 tag;		/* the mapping we have, if any */
+	int			 have_tag;
+	int			 status;
+	char			*ctype;
+	char			*dcd;		/* Docker-Content-Digest */
+	struct evkeyvalq	 pass;		/* headers for a passed answer */
+	struct evbuffer		*body;
+	int			 too_big;
+};
+
+static void	mf_up_headers(struct upreq *, int, struct evkeyvalq *, void *);
+static void	mf_up_body(struct upreq *, struct evbuffer *, void *);
+static void	mf_up_done(struct upreq *, enum up_error, const char *,
+		    void *);
+
+static const struct upreq_cb mf_upreq_cb = {
+	mf_up_headers, mf_up_body, mf_up_done
+};
+
+static unsigned
+mf_type_bit(const char *t)
+{
+	size_t	i;
+
+	for (i = 0; mf_types[i] != NULL; i++)
+		if (strcasecmp(t, mf_types[i]) == 0)
+			return 1u << i;
+	return 0;
+}
+
+/* The manifest types the client accepts, from every Accept line. */
+static unsigned
+mf_client_mask(struct evhttp_request *req)
+{
+	struct evkeyval	*kv;
+	char		*s, *tok, *save, *semi;
+	unsigned	 mask = 0;
+	size_t		 len;
+
+	TAILQ_FOREACH(kv, evhttp_request_get_input_headers(req), next) {
+		if (strcasecmp(kv->key, "Accept") != 0)
+			continue;
+		s = xstrdup(kv->value);
+		for (tok = strtok_r(s, ",", &save); tok != NULL;
+		    tok = strtok_r(NULL, ",", &save)) {
+			while (*tok == ' ' || *tok == '\t')
+				tok++;
+			if ((semi = strchr(tok, ';')) != NULL)
+				*semi = '\0';
+			for (len = strlen(tok); len > 0 && (tok[len - 1] ==
+			    ' ' || tok[len - 1] == '\t'); len--)
+				tok[len - 1] = '\0';
+			if (strcmp(tok, "*/*") == 0 ||
+			    strcmp(tok, "application/*") == 0)
+				mask |= MF_ALL;
+			else
+				mask |= mf_type_bit(tok);
+		}
+		free(s);
+	}
+	return mask;
+}
+
+/* Accept lines for an upstream request of class mask (none for 0). */
+static void
+mf_add_accept(struct upreq *ur, unsigned mask)
+{
+	size_t	i;
+
+	for (i = 0; mf_types[i] != NULL; i++)
+		if (mask & (1u << i))
+			upreq_add_header(ur, "Accept", mf_types[i]);
+}
+
+static void
+mop_free(struct mop *m)
+{
+	if (m == NULL)
+		return;
+	free(m->ctype);
+	free(m->dcd);
+	evhttp_clear_headers(&m->pass);
+	if (m->body != NULL)
+		evbuffer_free(m->body);
+	free(m);
+}
+
+void
+manifest_op_free(struct exchange *ex)
+{
+	mop_free(ex->mop);
+	ex->mop = NULL;
+}
+
+static void
+mf_key(struct exchange *ex, const char *cls, struct idx_tag_key *k)
+{
+	k->upstream = ex->rt.upstream->cfg->name;
+	k->repo = ex->rt.name;
+	k->tag = ex->p.ref;
+	k->accept_class = cls;
+}
+
+static int64_t
+now_ms(void)
+{
+	struct timespec	ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/*
+ * Answer with a manifest from the cache: its exact bytes and stored media
+ * type.  warning is for stale answers.  Returns -1 when the bytes are not
+ * cached (evicted since): the caller fetches them.
+ */
+static int
+mf_serve_cached(struct exchange *ex, const char *digest, const char *warning)
+{
+	struct evhttp_request	*req = ex->req;
+	struct evkeyvalq	*out = evhttp_request_get_output_headers(req);
+	struct idx_blob		 b;
+	struct evbuffer		*body;
+	const char		*inm;
+	char			 len[32], etag[V2_DIGEST_MAX + 3];
+	int			 status = 200;
+
+	if ((body = evbuffer_new()) == NULL)
+		fatalx("%s: evbuffer_new", __func__);
+	if (cache_blob_read(digest, body, &b, MANIFEST_MAX) == -1) {
+		evbuffer_free(body);
+		return -1;
+	}
+	idx_touch(digest, time(NULL));
+	evhttp_clear_headers(out);
+	v2_common_headers(req);
+	evhttp_add_header(out, "Content-Type", b.media_type[0] != '\0' ?
+	    b.media_type : "application/vnd.docker.distribution.manifest.v2+json");
+	snprintf(len, sizeof(len), "%llu", (unsigned long long)b.size);
+	evhttp_add_header(out, "Content-Length", len);
+	evhttp_add_header(out, "Docker-Content-Digest", digest);
+	snprintf(etag, sizeof(etag), "\"%s\"", digest);
+	evhttp_add_header(out, "ETag", etag);
+	if (ex->ns[0] != '\0')
+		evhttp_add_header(out, "OCI-Namespace", ex->ns);
+	if (warning != NULL)
+		evhttp_add_header(out, "Warning", warning);
+	if (ex->xcache != NULL)
+		evhttp_add_header(out, "X-Cache", ex->xcache);
+	inm = evhttp_find_header(evhttp_request_get_input_headers(req),
+	    "If-None-Match");
+	if (inm != NULL && (strcmp(inm, "*") == 0 ||
+	    strstr(inm, etag) != NULL)) {
+		status = 304;
+		evhttp_remove_header(out, "Content-Length");
+		evbuffer_drain(body, evbuffer_get_length(body));
+	} else if (ex->method == EVHTTP_REQ_HEAD)
+		evbuffer_drain(body, evbuffer_get_length(body));
+	stats.bytes_from_cache += evbuffer_get_length(body);
+	ex->status = status;
+	ex->bytes = evbuffer_get_length(body);
+	exchange_replied(ex);
+	evhttp_send_reply(req, status, NULL, body);
+	evbuffer_free(body);
+	exchange_close(ex, NULL);
+	return 0;
+}
+
+/* Start one upstream request of the manifest op. */
+static void
+mf_request(struct exchange *ex, enum mop_step step, const char *ref)
+{
+	struct mop	*m = ex->mop;
+	char		*path, *scope;
+
+	m->step = step;
+	m->status = 0;
+	free(m->ctype);
+	free(m->dcd);
+	m->ctype = m->dcd = NULL;
+	evhttp_clear_headers(&m->pass);
+	if (m->body != NULL)
+		evbuffer_free(m->body);
+	if ((m->body = evbuffer_new()) == NULL)
+		fatalx("%s: evbuffer_new", __func__);
+	m->too_big = 0;
+	xasprintf(&path, "/v2/%s/manifests/%s", ex->rt.name, ref);
+	xasprintf(&scope, "repository:%s:pull", ex->rt.name);
+	ex->ur = upreq_new(ex->rt.upstream, step == MOP_HEAD_TAG ?
+	    EVHTTP_REQ_HEAD : EVHTTP_REQ_GET, path, scope, &mf_upreq_cb, ex);
+	free(path);
+	free(scope);
+	/* A client that sent no Accept gets what the upstream gives one. */
+	mf_add_accept(ex->ur, m->mask);
+	upreq_start(ex->ur);
+}
+
+/* Pass the upstream's answer (a 4xx, a 5xx) on as it was. */
+static void
+mf_pass(struct exchange *ex)
+{
+	struct mop		*m = ex->mop;
+	struct evhttp_request	*req = ex->req;
+	struct evkeyvalq	*out = evhttp_request_get_output_headers(req);
+	struct evkeyval		*kv;
+
+	evhttp_clear_headers(out);
+	v2_common_headers(req);
+	TAILQ_FOREACH(kv, &m->pass, next)
+		evhttp_add_header(out, kv->key, kv->value);
+	if (ex->ns[0] != '\0')
+		evhttp_add_header(out, "OCI-Namespace", ex->ns);
+	if (ex->method == EVHTTP_REQ_HEAD)
+		evbuffer_drain(m->body, evbuffer_get_length(m->body));
+	ex->status = m->status;
+	ex->bytes = evbuffer_get_length(m->body);
+	exchange_replied(ex);
+	evhttp_send_reply(req, m->status, NULL, m->body);
+	exchange_close(ex, NULL);
+}
+
+/* Is this upstream failure one to answer from a stale mapping? */
+static int
+mf_stale_ok(enum up_error err, int status)
+{
+	if (err != UP_OK)
+		return err != UP_ERR_CANCELLED;
+	return status == 429 || status >= 500;
+}
+
+/* Serve the mapping we have although the upstream could not confirm it. */
+static int
+mf_serve_stale(struct exchange *ex, const char *why)
+{
+	struct mop	*m = ex->mop;
+
+	if (!m->have_tag || m->tag.negative ||
+	    !(mf_type_bit(m->tag.media_type) & (m->mask ? m->mask : MF_ALL)))
+		return -1;
+	stats.stale_served++;
+	ex->xcache = "STALE";
+	log_warnx("upstream %s: %s; serving %s:%s from the cache",
+	    ex->rt.upstream->cfg->name, why, ex->rt.name, ex->p.ref);
+	return mf_serve_cached(ex, m->tag.digest,
+	    "110 - \"Response is Stale\"");
+}
+
+/* Keep tag -> (digest, type) for this class. */
+static void
+mf_store_tag(struct exchange *ex, const char *digest, const char *ctype,
+    int negative)
+{
+	struct mop		*m = ex->mop;
+	struct idx_tag_key	 k;
+	struct idx_tag		 t;
+
+	memset(&t, 0, sizeof(t));
+	if (digest != NULL)
+		snprintf(t.digest, sizeof(t.digest), "%s", digest);
+	if (ctype != NULL)
+		snprintf(t.media_type, sizeof(t.media_type), "%s", ctype);
+	t.fetched_ms = now_ms();
+	t.negative = negative;
+	mf_key(ex, m->cls, &k);
+	idx_tag_put(&k, &t);
+	m->tag = t;
+	m->have_tag = 1;
+}
+
+/* sha256 of the body, as "sha256:<hex>". */
+static void
+mf_digest_of(struct evbuffer *body, const char *alg, char *out, size_t len)
+{
+	unsigned char	 md[EVP_MAX_MD_SIZE];
+	unsigned int	 mdlen, i;
+	size_t		 n;
+	char		*w;
+
+	EVP_Digest(evbuffer_pullup(body, -1), evbuffer_get_length(body), md,
+	    &mdlen, strcmp(alg, "sha512") == 0 ? EVP_sha512() : EVP_sha256(),
+	    NULL);
+	n = (size_t)snprintf(out, len, "%s:", alg);
+	for (i = 0, w = out + n; i < mdlen && n + 2 < len; i++, n += 2)
+		w += snprintf(w, 3, "%02x", md[i]);
+}
+
+/* Store a fetched manifest under its digest; -1 when it cannot be. */
+static int
+mf_store_body(struct exchange *ex, const char *digest, const char *ctype)
+{
+	struct mop	*m = ex->mop;
+	char		*tmp;
+	int		 fd, rc;
+	size_t		 len = evbuffer_get_length(m->body);
+
+	if ((fd = cache_tmp_create(digest, &tmp)) == -1)
+		return -1;
+	rc = fd_write_all(fd, evbuffer_pullup(m->body, -1), len);
+	if (rc == 0)
+		rc = cache_publish(fd, tmp, digest, len, ctype,
+		    ex->rt.upstream->cfg->name, ex->rt.name);
+	else
+		unlink(tmp);
+	close(fd);
+	free(tmp);
+	if (rc == 0)
+		cache_after_store();
+	return rc;
+}
+
+static void
+mf_up_headers(struct upreq *ur, int status, struct evkeyvalq *h, void *arg)
+{
+	struct exchange	*ex = arg;
+	struct mop	*m = ex->mop;
+	const char	*v;
+
+	CHECK_MAGIC(ex, EXCHANGE_MAGIC);
+	m->status = status;
+	if ((v = evhttp_find_header(h, "Content-Type")) != NULL)
+		m->ctype = xstrdup(v);
+	if ((v = evhttp_find_header(h, "Docker-Content-Digest")) != NULL)
+		m->dcd = xstrdup(v);
+	headers_copy(&m->pass, h, "Content-Type");
+	headers_copy(&m->pass, h, "Retry-After");
+	headers_copy(&m->pass, h, "RateLimit-Limit");
+	headers_copy(&m->pass, h, "RateLimit-Remaining");
+	headers_copy(&m->pass, h, "Docker-RateLimit-Source");
+	if (status != 200)
+		headers_copy(&m->pass, h, "Content-Length");
+}
+
+static void
+mf_up_body(struct upreq *ur, struct evbuffer *data, void *arg)
+{
+	struct exchange	*ex = arg;
+	struct mop	*m = ex->mop;
+
+	CHECK_MAGIC(ex, EXCHANGE_MAGIC);
+	if (evbuffer_get_length(m->body) + evbuffer_get_length(data) >
+	    MANIFEST_MAX) {
+		m->too_big = 1;
+		return;
+	}
+	evbuffer_add_buffer(m->body, data);
+}
+
+/* A GET came back 200: verify, keep, map the tag, answer. */
+static void
+mf_got_manifest(struct exchange *ex)
+{
+	struct mop	*m = ex->mop;
+	char		 digest[V2_DIGEST_MAX + 1];
+	const char	*want;
+
+	if (m->too_big) {
+		v2_fail(ex, 502, "MANIFEST_INVALID",
+		    "the upstream's manifest is over 4 MiB", "too big");
+		return;
+	}
+	want = m->step == MOP_GET_DIGEST ? ex->p.ref_is_digest ? ex->p.ref :
+	    m->tag.digest : m->dcd;
+	mf_digest_of(m->body, want != NULL && strncmp(want, "sha512:", 7) ==
+	    0 ? "sha512" : "sha256", digest, sizeof(digest));
+	if (want != NULL && strcmp(want, digest) != 0) {
+		stats.digest_mismatches++;
+		log_warnx("upstream %s: manifest %s:%s has digest %s, not %s",
+		    ex->rt.upstream->cfg->name, ex->rt.name, ex->p.ref,
+		    digest, want);
+		v2_fail(ex, 502, "MANIFEST_INVALID",
+		    "the upstream's manifest does not match its digest",
+		    "digest mismatch");
+		return;
+	}
+	if (m->ctype == NULL || mf_type_bit(m->ctype) == 0) {
+		/* Not a manifest type we know: pass it on, keep nothing. */
+		m->status = 200;
+		evhttp_add_header(&m->pass, "Docker-Content-Digest", digest);
+		mf_pass(ex);
+		return;
+	}
+	if (mf_store_body(ex, digest, m->ctype) == -1)
+		log_warnx("manifest %s: not stored", digest);
+	if (!ex->p.ref_is_digest)
+		mf_store_tag(ex, digest, m->ctype, 0);
+	if (mf_serve_cached(ex, digest, NULL) == -1) {
+		/* Could not store it (disk full): answer from memory. */
+		m->status = 200;
+		evhttp_add_header(&m->pass, "Docker-Content-Digest", digest);
+		mf_pass(ex);
+	}
+}
+
+static void
+mf_up_done(struct upreq *ur, enum up_error err, const char *cause, void *arg)
+{
+	struct exchange	*ex = arg;
+	struct mop	*m = ex->mop;
+	const char	*d;
+	char		 msg[512];
+
+	CHECK_MAGIC(ex, EXCHANGE_MAGIC);
+	ex->ur = NULL;
+	if (ex->req == NULL) {
+		exchange_close(ex, NULL);
+		return;
+	}
+	if (err == UP_OK && m->status == 200) {
+		if (m->step != MOP_HEAD_TAG) {
+			mf_got_manifest(ex);
+			return;
+		}
+		/* Revalidated: the same digest needs nothing more. */
+		stats.revalidations++;
+		d = m->dcd;
+		if (d != NULL && strcmp(d, m->tag.digest) == 0) {
+			mf_store_tag(ex, d, m->tag.media_type, 0);
+			if (mf_serve_cached(ex, d, NULL) == 0)
+				return;
+			mf_request(ex, MOP_GET_DIGEST, d);
+			return;
+		}
+		/* Changed (or no digest said): fetch the manifest again. */
+		mf_request(ex, MOP_GET_TAG, ex->p.ref);
+		return;
+	}
+	if (err == UP_OK && m->status == 404 && !ex->p.ref_is_digest) {
+		if (ex->rt.upstream->cfg->negative_ttl_ms > 0)
+			mf_store_tag(ex, NULL, NULL, 1);
+		mf_pass(ex);
+		return;
+	}
+	if (!ex->p.ref_is_digest && mf_stale_ok(err, m->status) &&
+	    mf_serve_stale(ex, err != UP_OK ? cause : "error status") == 0)
+		return;
+	if (err == UP_OK) {
+		mf_pass(ex);
+		return;
+	}
+	log_warnx("upstream %s: manifest %s:%s: %s",
+	    ex->rt.upstream->cfg->name, ex->rt.name, ex->p.ref, cause);
+	snprintf(msg, sizeof(msg), "upstream %s: %s",
+	    ex->rt.upstream->cfg->name, cause);
+	v2_fail(ex, err == UP_ERR_TIMEOUT ? 504 : 502, "UNAVAILABLE", msg,
+	    up_error_str(err));
+}
+
+/* A manifest request by tag. */
+static void
+mf_by_tag(struct exchange *ex)
+{
+	struct mop		*m = ex->mop;
+	struct idx_tag_key	 k;
+	struct idx_tag		 t;
+	int64_t			 now = now_ms();
+	int			 ttl = ex->rt.upstream->cfg->tag_ttl_ms;
+	int			 nttl = ex->rt.upstream->cfg->negative_ttl_ms;
+	unsigned		 accept = m->mask ? m->mask : MF_ALL;
+	char			 all[8];
+
+	/* The mapping fetched for every type serves whoever accepts it. */
+	snprintf(all, sizeof(all), "%02x", MF_ALL);
+	if (m->mask != 0 && m->mask != MF_ALL) {
+		mf_key(ex, all, &k);
+		if (idx_tag_get(&k, &t) == 0 && !t.negative &&
+		    (mf_type_bit(t.media_type) & accept) &&
+		    now - t.fetched_ms < ttl) {
+			stats.hits++;
+			ex->xcache = "HIT";
+			if (mf_serve_cached(ex, t.digest, NULL) == 0)
+				return;
+		}
+	}
+	mf_key(ex, m->cls, &k);
+	if (idx_tag_get(&k, &t) == 0) {
+		m->tag = t;
+		m->have_tag = 1;
+		if (t.negative && now - t.fetched_ms < nttl) {
+			stats.negative_hits++;
+			ex->xcache = "HIT";
+			v2_fail(ex, 404, "MANIFEST_UNKNOWN",
+			    "manifest unknown (cached answer of the upstream)",
+			    NULL);
+			return;
+		}
+		if (!t.negative && now - t.fetched_ms < ttl) {
+			stats.hits++;
+			ex->xcache = "HIT";
+			if (mf_serve_cached(ex, t.digest, NULL) == 0)
+				return;
+			/* The bytes were evicted: fetch them by digest. */
+			mf_request(ex, MOP_GET_DIGEST, t.digest);
+			return;
+		}
+		if (!t.negative) {
+			ex->xcache = "REVALIDATED";
+			mf_request(ex, MOP_HEAD_TAG, ex->p.ref);
+			return;
+		}
+	}
+	stats.misses++;
+	ex->xcache = "MISS";
+	mf_request(ex, MOP_GET_TAG, ex->p.ref);
+}
+
+/*
+ * A manifest request, after routing.  Returns 0: manifests are always
+ * answered here (from the cache, or fetched into it).
+ */
+int
+manifest_handle(struct exchange *ex)
+{
+	struct mop	*m;
+
+	m = xcalloc(1, sizeof(*m));
+	TAILQ_INIT(&m->pass);
+	m->mask = mf_client_mask(ex->req);
+	snprintf(m->cls, sizeof(m->cls), "%02x", m->mask);
+	ex->mop = m;
+	if (!ex->p.ref_is_digest) {
+		mf_by_tag(ex);
+		return 0;
+	}
+	/* By digest: the cache, whatever the TTL, or one fetch. */
+	ex->xcache = "HIT";
+	if (mf_serve_cached(ex, ex->p.ref, NULL) == 0) {
+		stats.hits++;
+		return 0;
+	}
+	stats.misses++;
+	ex->xcache = "MISS";
+	mf_request(ex, MOP_GET_DIGEST, ex->p.ref);
+	return 0;
+}
