@@ -14,6 +14,7 @@
  */
 #include "config.h"
 
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <dirent.h>
 #include <errno.h>
@@ -29,6 +30,7 @@
 
 static char	*store_dir;	/* the data directory */
 static uint64_t	 tmp_seq;
+static int	 lock_fd = -1;	/* DATA/regcache.lock, held by the daemon */
 
 /* The path of digest's file: DATA/blobs/<alg>/<2 hex>/<hex>. */
 int
@@ -67,20 +69,32 @@ store_empty_dir(const char *dir)
 }
 
 /*
- * Open the store under data_dir: create its directories, clear tmp/ of
- * fills a previous run left, and open the index.  readonly is for tools
- * that only look.
+ * Open the store under data_dir.  The daemon (CACHE_STORE_DAEMON) locks the
+ * directory, creates its directories and clears tmp/ of fills a previous
+ * run left; tools open it read-write (CACHE_STORE_RW, no lock: a daemon
+ * may be running) or read-only (CACHE_STORE_RDONLY).
  */
 int
-cache_store_open(const char *data_dir, int readonly, char *err,
-    size_t errlen)
+cache_store_open(const char *data_dir, int mode, char *err, size_t errlen)
 {
 	char	path[PATH_MAX];
 	int	n;
 
 	free(store_dir);
 	store_dir = xstrdup(data_dir);
-	if (!readonly) {
+	if (mode == CACHE_STORE_DAEMON) {
+		/* One daemon per data directory; tools see it is running. */
+		snprintf(path, sizeof(path), "%s/regcache.lock", data_dir);
+		lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0640);
+		if (lock_fd == -1 || flock(lock_fd, LOCK_EX | LOCK_NB) == -1) {
+			snprintf(err, errlen, "%s: %s", path, errno ==
+			    EWOULDBLOCK ? "another regcache uses this data "
+			    "directory" : strerror(errno));
+			if (lock_fd != -1)
+				close(lock_fd);
+			lock_fd = -1;
+			return -1;
+		}
 		snprintf(path, sizeof(path), "%s/blobs", data_dir);
 		if (mkdir_p(path, 0750) == -1) {
 			snprintf(err, errlen, "%s: %s", path, strerror(errno));
@@ -96,13 +110,16 @@ cache_store_open(const char *data_dir, int readonly, char *err,
 			    "tmp/", n, n == 1 ? "" : "s");
 	}
 	snprintf(path, sizeof(path), "%s/index", data_dir);
-	return idx_open(path, readonly, err, errlen);
+	return idx_open(path, mode == CACHE_STORE_RDONLY, err, errlen);
 }
 
 void
 cache_store_close(void)
 {
 	idx_close();
+	if (lock_fd != -1)
+		close(lock_fd);
+	lock_fd = -1;
 	free(store_dir);
 	store_dir = NULL;
 }

@@ -163,7 +163,8 @@ cmd_serve(int argc, char **argv)
 	evdns_base_load_hosts(dns_base, NULL);
 	if (mkdir_p(conf->data_dir, 0750) == -1)
 		fatal("data directory %s", conf->data_dir);
-	if (cache_store_open(conf->data_dir, 0, err, sizeof(err)) == -1) {
+	if (cache_store_open(conf->data_dir, CACHE_STORE_DAEMON, err,
+	    sizeof(err)) == -1) {
 		log_warnx("cache: %s", err);
 		return 1;
 	}

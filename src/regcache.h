@@ -528,6 +528,9 @@ uint64_t idx_total_bytes(void);
 uint64_t idx_blob_count(void);
 
 /* cache_store.c */
+#define CACHE_STORE_RW		0	/* tools */
+#define CACHE_STORE_RDONLY	1	/* tools that only look */
+#define CACHE_STORE_DAEMON	2	/* locks the directory, clears tmp/ */
 int	 cache_store_open(const char *, int, char *, size_t);
 void	 cache_store_close(void);
 const char *cache_store_dir(void);

@@ -31,6 +31,8 @@ struct blobsrc {
 	uint64_t			 end;	/* one past the last to send */
 	int				 open_end; /* size not known yet */
 	int				 from_fill;
+	int				 resuming; /* from the upstream */
+	int				 resume_bad;
 	struct fill_reader		 reader;
 };
 
@@ -236,6 +238,14 @@ blob_pump(struct exchange *ex)
 	struct evbuffer	*buf;
 	uint64_t	 avail, n, high;
 
+	if (src->resuming) {
+		/* Bytes come from an upstream request now: let it read. */
+		if (ex->paused && ex->ur != NULL) {
+			ex->paused = 0;
+			upreq_resume(ex->ur);
+		}
+		return;
+	}
 	high = src->seg != NULL ? BLOB_SEG_HIGH : STREAM_HIGH_WATER;
 	for (;;) {
 		if (evbuffer_get_length(v2_output(ex)) >= high)
@@ -302,6 +312,91 @@ blob_fill_refused(struct exchange *ex, struct fill *f)
 	exchange_close(ex, NULL);
 }
 
+/*
+ * The cache gave up on a fill (disk full) while this client was part way
+ * through: fetch the rest straight from the upstream with a Range.
+ */
+static void
+blob_resume_headers(struct upreq *ur, int status, struct evkeyvalq *h,
+    void *arg)
+{
+	struct exchange	*ex = arg;
+	struct blobsrc	*src = ex->src;
+	const char	*cr = evhttp_find_header(h, "Content-Range");
+	char		 want[48];
+
+	CHECK_MAGIC(ex, EXCHANGE_MAGIC);
+	snprintf(want, sizeof(want), "bytes %" PRIu64 "-", src->pos);
+	if (status != 206 || cr == NULL ||
+	    strncmp(cr, want, strlen(want)) != 0)
+		src->resume_bad = 1;
+}
+
+static void
+blob_resume_body(struct upreq *ur, struct evbuffer *data, void *arg)
+{
+	struct exchange	*ex = arg;
+	struct blobsrc	*src = ex->src;
+	size_t		 len = evbuffer_get_length(data);
+
+	CHECK_MAGIC(ex, EXCHANGE_MAGIC);
+	if (src->resume_bad || ex->req == NULL || src->pos + len > src->end) {
+		src->resume_bad = 1;
+		return;
+	}
+	src->pos += len;
+	v2_send_chunk(ex, data);
+	if (!ex->paused && evbuffer_get_length(v2_output(ex)) >
+	    STREAM_HIGH_WATER) {
+		ex->paused = 1;
+		upreq_pause(ur);
+	}
+}
+
+static void
+blob_resume_done(struct upreq *ur, enum up_error err, const char *cause,
+    void *arg)
+{
+	struct exchange	*ex = arg;
+	struct blobsrc	*src = ex->src;
+
+	CHECK_MAGIC(ex, EXCHANGE_MAGIC);
+	ex->ur = NULL;
+	if (err == UP_OK && !src->resume_bad && src->pos == src->end) {
+		v2_reply_finish(ex);
+		return;
+	}
+	v2_abort(ex, "resume from the upstream failed");
+}
+
+static const struct upreq_cb blob_resume_cb = {
+	blob_resume_headers, blob_resume_body, blob_resume_done
+};
+
+static void
+blob_resume(struct exchange *ex)
+{
+	struct blobsrc	*src = ex->src;
+	char		*scope, range[64];
+
+	if (src->open_end) {
+		v2_abort(ex, "fill failed");
+		return;
+	}
+	src->resuming = 1;
+	ex->xcache = "MISS";
+	snprintf(range, sizeof(range), "bytes=%" PRIu64 "-%" PRIu64,
+	    src->pos, src->end - 1);
+	xasprintf(&scope, "repository:%s:pull", ex->rt.name);
+	ex->ur = upreq_new(ex->rt.upstream, EVHTTP_REQ_GET, ex->upath, scope,
+	    &blob_resume_cb, ex);
+	free(scope);
+	upreq_add_header(ex->ur, "Range", range);
+	log_info("blob %s: the cache could not keep it; streaming the rest "
+	    "from %s", ex->p.ref, ex->rt.upstream->cfg->name);
+	upreq_start(ex->ur);
+}
+
 /* What a fill tells one of its readers. */
 static void
 blob_fill_event(struct fill_reader *r, enum fill_event ev)
@@ -338,6 +433,10 @@ blob_fill_event(struct fill_reader *r, enum fill_event ev)
 		return;
 	case FILL_EV_FAILED:
 		fill_leave(r);
+		if (ex->started && f->disk_error && src->pos < src->end) {
+			blob_resume(ex);
+			return;
+		}
 		if (ex->started) {
 			v2_abort(ex, "fill failed");
 			return;
