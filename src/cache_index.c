@@ -866,10 +866,17 @@ idx_blob_seen_in(const char *digest, const char *upstream, const char *repo)
 	if (idx_writable() == -1 ||
 	    idx_pair_key(digest, upstream, repo, pair, &pairlen) == -1)
 		return -1;
-	if (idx_wtxn_begin(&txn) == -1)
-		return -1;
 	k.mv_data = pair;
 	k.mv_size = pairlen;
+	/* Usually known already: a read, not a write, on the hit path. */
+	if (idx_rtxn_begin(&txn) == 0) {
+		rc = mdb_get(txn, idx.ix_blob_repos, &k, &v);
+		idx_rtxn_end();
+		if (rc == 0)
+			return 0;
+	}
+	if (idx_wtxn_begin(&txn) == -1)
+		return -1;
 	v.mv_data = NULL;
 	v.mv_size = 0;
 	rc = mdb_put(txn, idx.ix_blob_repos, &k, &v, MDB_NOOVERWRITE);

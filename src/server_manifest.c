@@ -47,7 +47,26 @@ enum mop_step {
 	MOP_GET_DIGEST		/* GET by digest: the manifest itself */
 };
 
+/*
+ * Concurrent requests for the same manifest share one upstream request:
+ * the first leads, the others wait on its flight and run again, from the
+ * cache, once it is over.  A pull by 20 clients at once is one upstream
+ * pull (which Docker Hub counts against its limit), not 20.
+ */
+struct mf_flight {
+	TAILQ_ENTRY(mf_flight)	 entry;
+	char			*key;
+	TAILQ_HEAD(, mop)	 waiters;
+};
+TAILQ_HEAD(mf_flight_list, mf_flight);
+static struct mf_flight_list	flights = TAILQ_HEAD_INITIALIZER(flights);
+
 struct mop {
+	struct exchange		*ex;
+	struct mf_flight	*lead;		/* the flight we lead */
+	struct mf_flight	*wait;		/* the flight we wait on */
+	TAILQ_ENTRY(mop)	 wentry;
+	int			 reruns;
 	enum mop_step		 step;
 	unsigned		 mask;		/* the client's Accept class */
 	char			 cls[8];
@@ -125,11 +144,18 @@ mf_add_accept(struct upreq *ur, unsigned mask)
 			upreq_add_header(ur, "Accept", mf_types[i]);
 }
 
+static void	mf_flight_end(struct mop *);
+static void	mf_rerun(struct exchange *);
+
 static void
 mop_free(struct mop *m)
 {
 	if (m == NULL)
 		return;
+	if (m->wait != NULL)
+		TAILQ_REMOVE(&m->wait->waiters, m, wentry);
+	m->wait = NULL;
+	mf_flight_end(m);
 	free(m->ctype);
 	free(m->dcd);
 	evhttp_clear_headers(&m->pass);
@@ -220,6 +246,63 @@ mf_serve_cached(struct exchange *ex, const char *digest, const char *warning)
 	return 0;
 }
 
+/* The flight key: one upstream request answers all who share it. */
+static char *
+mf_flight_key(struct exchange *ex, enum mop_step step, const char *ref)
+{
+	char	*k;
+
+	xasprintf(&k, "%d|%s|%s|%s|%s", (int)step,
+	    ex->rt.upstream->cfg->name, ex->rt.name, ref, ex->mop->cls);
+	return k;
+}
+
+/* Join a flight for key, or become its leader.  1: now waiting. */
+static int
+mf_flight_join(struct exchange *ex, enum mop_step step, const char *ref)
+{
+	struct mop		*m = ex->mop;
+	struct mf_flight	*fl;
+	char			*key = mf_flight_key(ex, step, ref);
+
+	TAILQ_FOREACH(fl, &flights, entry) {
+		if (strcmp(fl->key, key) == 0 && m->reruns < 2) {
+			free(key);
+			m->wait = fl;
+			TAILQ_INSERT_TAIL(&fl->waiters, m, wentry);
+			stats.coalesced++;
+			return 1;
+		}
+	}
+	fl = xcalloc(1, sizeof(*fl));
+	fl->key = key;
+	TAILQ_INIT(&fl->waiters);
+	TAILQ_INSERT_TAIL(&flights, fl, entry);
+	m->lead = fl;
+	return 0;
+}
+
+/* The leader is done (answered, failed or gone): wake the waiters. */
+static void
+mf_flight_end(struct mop *m)
+{
+	struct mf_flight	*fl = m->lead;
+	struct mop		*w;
+
+	if (fl == NULL)
+		return;
+	m->lead = NULL;
+	TAILQ_REMOVE(&flights, fl, entry);
+	while ((w = TAILQ_FIRST(&fl->waiters)) != NULL) {
+		TAILQ_REMOVE(&fl->waiters, w, wentry);
+		w->wait = NULL;
+		w->reruns++;
+		mf_rerun(w->ex);
+	}
+	free(fl->key);
+	free(fl);
+}
+
 /* Start one upstream request of the manifest op. */
 static void
 mf_request(struct exchange *ex, enum mop_step step, const char *ref)
@@ -227,6 +310,9 @@ mf_request(struct exchange *ex, enum mop_step step, const char *ref)
 	struct mop	*m = ex->mop;
 	char		*path, *scope;
 
+	mf_flight_end(m);	/* a follow-up request leads anew */
+	if (mf_flight_join(ex, step, ref))
+		return;
 	m->step = step;
 	m->status = 0;
 	free(m->ctype);
@@ -445,13 +531,12 @@ mf_got_manifest(struct exchange *ex)
 	}
 }
 
+static void	mf_done(struct exchange *, enum up_error, const char *);
+
 static void
 mf_up_done(struct upreq *ur, enum up_error err, const char *cause, void *arg)
 {
 	struct exchange	*ex = arg;
-	struct mop	*m = ex->mop;
-	const char	*d;
-	char		 msg[512];
 
 	CHECK_MAGIC(ex, EXCHANGE_MAGIC);
 	ex->ur = NULL;
@@ -459,6 +544,22 @@ mf_up_done(struct upreq *ur, enum up_error err, const char *cause, void *arg)
 		exchange_close(ex, NULL);
 		return;
 	}
+	mf_done(ex, err, cause);
+}
+
+/*
+ * The end of one upstream request of a manifest op.  Whatever happens to
+ * this exchange, waiters on its flight run again afterwards (mop_free
+ * wakes them when the exchange closes; a follow-up request passes the
+ * lead on).
+ */
+static void
+mf_done(struct exchange *ex, enum up_error err, const char *cause)
+{
+	struct mop	*m = ex->mop;
+	const char	*d;
+	char		 msg[512];
+
 	if (err == UP_OK && m->status == 200) {
 		if (m->step != MOP_HEAD_TAG) {
 			mf_got_manifest(ex);
@@ -557,6 +658,24 @@ mf_by_tag(struct exchange *ex)
 	mf_request(ex, MOP_GET_TAG, ex->p.ref);
 }
 
+/* Resolve the request again, after the flight it waited on: usually a
+ * cache hit now. */
+static void
+mf_rerun(struct exchange *ex)
+{
+	struct mop	*m = ex->mop;
+
+	m->have_tag = 0;
+	if (!ex->p.ref_is_digest) {
+		mf_by_tag(ex);
+		return;
+	}
+	ex->xcache = "COALESCED";
+	if (mf_serve_cached(ex, ex->p.ref, NULL) == 0)
+		return;
+	mf_request(ex, MOP_GET_DIGEST, ex->p.ref);
+}
+
 /*
  * A manifest request, after routing.  Returns 0: manifests are always
  * answered here (from the cache, or fetched into it).
@@ -567,6 +686,7 @@ manifest_handle(struct exchange *ex)
 	struct mop	*m;
 
 	m = xcalloc(1, sizeof(*m));
+	m->ex = ex;
 	TAILQ_INIT(&m->pass);
 	m->mask = mf_client_mask(ex->req);
 	snprintf(m->cls, sizeof(m->cls), "%02x", m->mask);
