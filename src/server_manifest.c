@@ -40,6 +40,8 @@ static const char *const mf_types[] = {
 	NULL
 };
 #define MF_ALL			0x3fu
+/* The types that change an upstream's answer; schema 1 does not count. */
+#define MF_CLASS_BITS		0x0fu
 
 enum mop_step {
 	MOP_GET_TAG,		/* GET by tag: a new mapping */
@@ -75,6 +77,7 @@ struct mop {
 	int			 status;
 	char			*ctype;
 	char			*dcd;		/* Docker-Content-Digest */
+	char			*etag;		/* the upstream's ETag */
 	struct evkeyvalq	 pass;		/* headers for a passed answer */
 	struct evbuffer		*body;
 	int			 too_big;
@@ -158,6 +161,7 @@ mop_free(struct mop *m)
 	mf_flight_end(m);
 	free(m->ctype);
 	free(m->dcd);
+	free(m->etag);
 	evhttp_clear_headers(&m->pass);
 	if (m->body != NULL)
 		evbuffer_free(m->body);
@@ -317,7 +321,8 @@ mf_request(struct exchange *ex, enum mop_step step, const char *ref)
 	m->status = 0;
 	free(m->ctype);
 	free(m->dcd);
-	m->ctype = m->dcd = NULL;
+	free(m->etag);
+	m->ctype = m->dcd = m->etag = NULL;
 	evhttp_clear_headers(&m->pass);
 	if (m->body != NULL)
 		evbuffer_free(m->body);
@@ -399,6 +404,8 @@ mf_store_tag(struct exchange *ex, const char *digest, const char *ctype,
 		snprintf(t.digest, sizeof(t.digest), "%s", digest);
 	if (ctype != NULL)
 		snprintf(t.media_type, sizeof(t.media_type), "%s", ctype);
+	if (m->etag != NULL)
+		snprintf(t.etag, sizeof(t.etag), "%s", m->etag);
 	t.fetched_ms = now_ms();
 	t.negative = negative;
 	mf_key(ex, m->cls, &k);
@@ -461,6 +468,8 @@ mf_up_headers(struct upreq *ur, int status, struct evkeyvalq *h, void *arg)
 		m->ctype = xstrdup(v);
 	if ((v = evhttp_find_header(h, "Docker-Content-Digest")) != NULL)
 		m->dcd = xstrdup(v);
+	if ((v = evhttp_find_header(h, "ETag")) != NULL)
+		m->etag = xstrdup(v);
 	headers_copy(&m->pass, h, "Content-Type");
 	headers_copy(&m->pass, h, "Retry-After");
 	headers_copy(&m->pass, h, "RateLimit-Limit");
@@ -614,8 +623,8 @@ mf_by_tag(struct exchange *ex)
 	char			 all[8];
 
 	/* The mapping fetched for every type serves whoever accepts it. */
-	snprintf(all, sizeof(all), "%02x", MF_ALL);
-	if (m->mask != 0 && m->mask != MF_ALL) {
+	snprintf(all, sizeof(all), "%02x", MF_CLASS_BITS);
+	if (m->mask != 0 && (m->mask & MF_CLASS_BITS) != MF_CLASS_BITS) {
 		mf_key(ex, all, &k);
 		if (idx_tag_get(&k, &t) == 0 && !t.negative &&
 		    (mf_type_bit(t.media_type) & accept) &&
@@ -689,7 +698,9 @@ manifest_handle(struct exchange *ex)
 	m->ex = ex;
 	TAILQ_INIT(&m->pass);
 	m->mask = mf_client_mask(ex->req);
-	snprintf(m->cls, sizeof(m->cls), "%02x", m->mask);
+	/* Clients that differ only in schema 1 share a class (skopeo,
+	 * containerd and dockerd all take the four current types). */
+	snprintf(m->cls, sizeof(m->cls), "%02x", m->mask & MF_CLASS_BITS);
 	ex->mop = m;
 	if (!ex->p.ref_is_digest) {
 		mf_by_tag(ex);
