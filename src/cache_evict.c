@@ -143,6 +143,7 @@ cache_evict_tick(evutil_socket_t fd, short what, void *arg)
 	int64_t	cutoff = 0;
 
 	idx_flush_touches();
+	idx_resync();	/* regcache gc or verify may have removed blobs */
 	if (conf->cache_max_idle_s > 0)
 		cutoff = (int64_t)time(NULL) - conf->cache_max_idle_s;
 	if (conf->cache_max_bytes > 0 && idx_total_bytes() +

@@ -86,6 +86,7 @@ static struct {
 	int			 ix_readonly;
 	size_t			 ix_maxkey;
 	uint64_t		 ix_total_bytes;
+	size_t			 ix_txnid;	/* newest we know of */
 	uint64_t		 ix_nblobs;
 	uint64_t		 ix_gen;	/* bumped by every write */
 	/* Pending touches: open addressing, linear probing. */
@@ -260,6 +261,17 @@ idx_wtxn_begin(MDB_txn **txn)
 	return 0;
 }
 
+/* The environment's newest transaction, to notice other processes' writes. */
+static size_t
+idx_last_txnid(void)
+{
+	MDB_envinfo	ei;
+
+	if (mdb_env_info(idx.ix_env, &ei) != 0)
+		return 0;
+	return ei.me_last_txnid;
+}
+
 /* Commit, and tell running iterators that records changed; 0 or -1. */
 static int
 idx_commit(MDB_txn *txn, const char *what)
@@ -271,6 +283,7 @@ idx_commit(MDB_txn *txn, const char *what)
 		return -1;
 	}
 	idx.ix_gen++;
+	idx.ix_txnid = idx_last_txnid();
 	return 0;
 }
 
@@ -563,17 +576,70 @@ idx_touch_merge(const char *digest, struct idx_blob *b)
  * Open (creating it, unless readonly) the LMDB environment in dir, check
  * its schema version and count what it holds.  0, or -1 with err set.
  */
+
+/* Count total bytes and blobs with one pass over the records. */
+static int
+idx_count_totals(void)
+{
+	MDB_txn		*rtxn;
+	MDB_cursor	*cur;
+	MDB_val		 k, v;
+	struct idx_blob	 b;
+	int		 rc, skipped = 0;
+
+	idx.ix_total_bytes = 0;
+	idx.ix_nblobs = 0;
+	idx.ix_txnid = idx_last_txnid();
+	if (idx_rtxn_begin(&rtxn) == -1)
+		return -1;
+	if ((rc = mdb_cursor_open(rtxn, idx.ix_blobs, &cur)) != 0) {
+		idx_rtxn_end();
+		idx_warn("scan", rc);
+		return -1;
+	}
+	for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;
+	    rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+		if (idx_blob_decode(&v, &b) == -1) {
+			skipped++;
+			continue;
+		}
+		idx.ix_total_bytes += b.size;
+		idx.ix_nblobs++;
+	}
+	mdb_cursor_close(cur);
+	idx_rtxn_end();
+	if (rc != MDB_NOTFOUND) {
+		idx_warn("scan", rc);
+		return -1;
+	}
+	if (skipped > 0)
+		log_warnx("index: %d unreadable blob records ignored",
+		    skipped);
+	return 0;
+}
+
+/*
+ * Another process (regcache verify or gc) may have removed blobs: when the
+ * environment moved on without us, count the totals again.
+ */
+void
+idx_resync(void)
+{
+	if (idx.ix_env == NULL || idx_last_txnid() == idx.ix_txnid)
+		return;
+	log_debug("%s: the index changed under us: recounting", __func__);
+	idx_count_totals();
+}
+
 int
 idx_open(const char *dir, int readonly, char *err, size_t errlen)
 {
-	MDB_txn		*txn = NULL, *rtxn;
-	MDB_cursor	*cur = NULL;
+	MDB_txn		*txn = NULL;
 	MDB_val		 k, v;
-	struct idx_blob	 b;
 	const char	*what;
 	uint8_t		 ver[4];
 	unsigned int	 version, flags = MDB_NOTLS, dbflags;
-	int		 rc, dead, skipped = 0;
+	int		 rc, dead;
 
 	if (idx.ix_env != NULL) {
 		snprintf(err, errlen, "index %s: an index is already open",
@@ -676,31 +742,10 @@ idx_open(const char *dir, int readonly, char *err, size_t errlen)
 		goto fail_mdb;
 
 	/* Totals: one pass over the records, nothing else touched. */
-	if (idx_rtxn_begin(&rtxn) == -1) {
-		snprintf(err, errlen, "index %s: cannot read", dir);
+	if (idx_count_totals() == -1) {
+		snprintf(err, errlen, "index %s: cannot count the blobs", dir);
 		goto fail;
 	}
-	what = "scan";
-	if ((rc = mdb_cursor_open(rtxn, idx.ix_blobs, &cur)) != 0) {
-		idx_rtxn_end();
-		goto fail_mdb;
-	}
-	for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;
-	    rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
-		if (idx_blob_decode(&v, &b) == -1) {
-			skipped++;
-			continue;
-		}
-		idx.ix_total_bytes += b.size;
-		idx.ix_nblobs++;
-	}
-	mdb_cursor_close(cur);
-	idx_rtxn_end();
-	if (rc != MDB_NOTFOUND)
-		goto fail_mdb;
-	if (skipped > 0)
-		log_warnx("index: %d unreadable blob records ignored",
-		    skipped);
 	log_debug("%s: %s%s: %llu blobs, %llu bytes", __func__, dir,
 	    readonly ? " (read-only)" : "",
 	    (unsigned long long)idx.ix_nblobs,

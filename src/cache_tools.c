@@ -178,6 +178,7 @@ tool_lock(struct tool_run *tr)
 	tr->tr_lock_fd = fd;
 }
 
+/* Let a daemon start again. */
 static void
 tool_unlock(struct tool_run *tr)
 {
@@ -540,6 +541,7 @@ struct gc_blobs {
 	size_t		 n, cap;
 };
 
+/* idx_blob_iter callback of gc: remember a blob as it was before. */
 static int
 tool_gc_collect(const char *digest, const struct idx_blob *b, void *arg)
 {
@@ -733,6 +735,7 @@ ls_grow(void *v, size_t n, size_t *cap, size_t size)
 	return nv;
 }
 
+/* Note a repository; ls_load() sorts and merges the duplicates. */
 static void
 ls_repo_add(struct ls_state *ls, const char *upstream, const char *name)
 {
@@ -746,6 +749,7 @@ ls_repo_add(struct ls_state *ls, const char *upstream, const char *name)
 	r->name = xstrdup(name);
 }
 
+/* idx_tag_iter callback: copy a tag and note its repository. */
 static int
 ls_collect_tag(const struct idx_tag_key *k, const struct idx_tag *t,
     void *arg)
@@ -765,6 +769,7 @@ ls_collect_tag(const struct idx_tag_key *k, const struct idx_tag *t,
 	return 0;
 }
 
+/* idx_blob_iter callback: copy a blob's record. */
 static int
 ls_collect_blob(const char *digest, const struct idx_blob *b, void *arg)
 {
@@ -780,6 +785,7 @@ ls_collect_blob(const char *digest, const struct idx_blob *b, void *arg)
 	return 0;
 }
 
+/* idx_repo_iter callback: a repository the current blob was seen in. */
 static int
 ls_collect_pair(const char *upstream, const char *repo, void *arg)
 {
@@ -800,6 +806,7 @@ ls_collect_pair(const char *upstream, const char *repo, void *arg)
 	return 0;
 }
 
+/* Repositories by upstream, then name. */
 static int
 ls_repo_cmp(const void *a, const void *b)
 {
@@ -811,6 +818,7 @@ ls_repo_cmp(const void *a, const void *b)
 	return strcmp(x->name, y->name);
 }
 
+/* Tags by repository, tag, then Accept class, as the index keys them. */
 static int
 ls_tag_cmp(const void *a, const void *b)
 {
@@ -888,6 +896,7 @@ ls_load(struct ls_state *ls)
 	return 0;
 }
 
+/* Free what ls_load() read. */
 static void
 ls_free(struct ls_state *ls)
 {

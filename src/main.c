@@ -1,6 +1,6 @@
 /*
  * regcache: one binary, several subcommands.  `serve` runs the daemon;
- * the others inspect its configuration.
+ * the others inspect its configuration and maintain its cache.
  */
 #include "config.h"
 
@@ -34,6 +34,12 @@ usage_main(FILE *f)
 "  serve [-c FILE] [-l ADDR:PORT] [-d DIR] [-u URL] [-v]\n"
 "                           run the pull-through cache\n"
 "  check-config -c FILE     validate a configuration file\n"
+"  verify [-c FILE] [-d DIR] [-n]\n"
+"                           re-hash the cache, remove what is damaged\n"
+"  gc [-c FILE] [-d DIR] [--dry-run]\n"
+"                           evict to the budget, remove leftovers\n"
+"  ls [-c FILE] [-d DIR] [--json]\n"
+"                           list cached repositories, tags and blobs\n"
 "  version                  print the version\n"
 "\n"
 "Run 'regcache <command> -h' for the options of a command.\n");
@@ -65,6 +71,57 @@ usage_check(FILE *f)
 "\n"
 "  Parse and validate FILE; print 'configuration OK' or the error\n"
 "  (file:line:column: key: message) and exit 1.\n");
+}
+
+#define USAGE_TOOL_OPTIONS \
+"  -c FILE        configuration file (JSON); env REGCACHE_CONFIG\n" \
+"  -d DIR         data directory; env REGCACHE_DATA_DIR\n"
+
+static void
+usage_verify(FILE *f)
+{
+	fprintf(f,
+"usage: regcache verify [-c FILE] [-d DIR] [-n]\n"
+"\n"
+"  Re-hash every cached blob.  Remove the entries whose bytes or size are\n"
+"  wrong or whose file is gone; while no daemon runs, also files under\n"
+"  blobs/ the index does not know and leftovers in tmp/.  Safe to run\n"
+"  beside the daemon.  Exit 0: all good; 1: something was found (and\n"
+"  removed); 2: error.\n"
+"\n"
+USAGE_TOOL_OPTIONS
+"  -n             report only, remove nothing\n"
+"  -h             this help\n");
+}
+
+static void
+usage_gc(FILE *f)
+{
+	fprintf(f,
+"usage: regcache gc [-c FILE] [-d DIR] [--dry-run]\n"
+"\n"
+"  Evict least recently served blobs down to cache.low_water percent of\n"
+"  cache.max_bytes, and those idle longer than cache.max_idle; while no\n"
+"  daemon runs, also remove files under blobs/ the index does not know\n"
+"  and leftovers in tmp/.  Exit 0, or 2 on errors.\n"
+"\n"
+USAGE_TOOL_OPTIONS
+"  --dry-run      report what would go, remove nothing\n"
+"  -h             this help\n");
+}
+
+static void
+usage_ls(FILE *f)
+{
+	fprintf(f,
+"usage: regcache ls [-c FILE] [-d DIR] [--json]\n"
+"\n"
+"  List cached repositories with their tags, and blobs with the\n"
+"  repositories they were seen in.  Read-only.  Exit 0, or 2 on errors.\n"
+"\n"
+USAGE_TOOL_OPTIONS
+"  --json         one JSON document instead of tables\n"
+"  -h             this help\n");
 }
 
 static void
@@ -234,6 +291,76 @@ cmd_check_config(int argc, char **argv)
 	return 0;
 }
 
+/* The maintenance commands: -c and -d as for serve, one flag each. */
+#define TOOL_FLAG	256	/* getopt_long's value for the long flag */
+
+struct tool_cmd {
+	const char	*name;
+	int		(*run)(const struct config *, int);
+	void		(*usage)(FILE *);
+	const char	*optstring;	/* with the short flag, if any */
+	const char	*flag;		/* the long flag, or NULL */
+};
+
+static const struct tool_cmd tool_cmds[] = {
+	{ "verify", cache_tool_verify, usage_verify, "c:d:hn", NULL },
+	{ "gc", cache_tool_gc, usage_gc, "c:d:h", "dry-run" },
+	{ "ls", cache_tool_ls, usage_ls, "c:d:h", "json" },
+	{ NULL, NULL, NULL, NULL, NULL }
+};
+
+/* Run a maintenance command; a bad configuration is an error (2). */
+static int
+cmd_tool(const struct tool_cmd *tc, int argc, char **argv)
+{
+	struct config_overrides	 ov;
+	struct option		 longopts[2];
+	const char		*file = getenv("REGCACHE_CONFIG");
+	int			 ch, flag = 0, rc;
+
+	memset(&ov, 0, sizeof(ov));
+	ov.data_dir = getenv("REGCACHE_DATA_DIR");
+	ov.log_level = getenv("REGCACHE_LOG_LEVEL");
+	memset(longopts, 0, sizeof(longopts));
+	longopts[0].name = tc->flag;
+	longopts[0].has_arg = no_argument;
+	longopts[0].val = TOOL_FLAG;
+	while ((ch = getopt_long(argc, argv, tc->optstring,
+	    tc->flag != NULL ? longopts : longopts + 1, NULL)) != -1) {
+		switch (ch) {
+		case 'c':
+			file = optarg;
+			break;
+		case 'd':
+			ov.data_dir = optarg;
+			break;
+		case 'n':
+		case TOOL_FLAG:
+			flag = 1;
+			break;
+		case 'h':
+			tc->usage(stdout);
+			return 0;
+		default:
+			tc->usage(stderr);
+			return 2;
+		}
+	}
+	if (optind != argc) {
+		tc->usage(stderr);
+		return 2;
+	}
+	if ((conf = load_config(file, &ov)) == NULL)
+		return 2;
+	/* Reports go to stdout; the log (stderr) only says what failed. */
+	log_init(conf->log_level == LOG_LEVEL_DEBUG ? LOG_LEVEL_DEBUG :
+	    LOG_LEVEL_WARN, 0);
+	rc = tc->run(conf, flag);
+	config_free(conf);
+	conf = NULL;
+	return rc;
+}
+
 static int
 cmd_version(int argc, char **argv)
 {
@@ -251,7 +378,8 @@ cmd_version(int argc, char **argv)
 int
 main(int argc, char **argv)
 {
-	const char	*cmd;
+	const struct tool_cmd	*tc;
+	const char		*cmd;
 
 	if (argc < 2) {
 		usage_main(stderr);
@@ -266,6 +394,9 @@ main(int argc, char **argv)
 		return cmd_check_config(argc, argv);
 	if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0)
 		return cmd_version(argc, argv);
+	for (tc = tool_cmds; tc->name != NULL; tc++)
+		if (strcmp(cmd, tc->name) == 0)
+			return cmd_tool(tc, argc, argv);
 	if (strcmp(cmd, "-h") == 0 || strcmp(cmd, "--help") == 0 ||
 	    strcmp(cmd, "help") == 0) {
 		usage_main(stdout);

@@ -526,6 +526,7 @@ int	 idx_repo_iter(const char *, int (*)(const char *, const char *,
 	    void *), void *);
 uint64_t idx_total_bytes(void);
 uint64_t idx_blob_count(void);
+void	 idx_resync(void);
 
 /* cache_store.c */
 #define CACHE_STORE_RW		0	/* tools */
@@ -542,6 +543,11 @@ int	 cache_blob_open(const char *, struct idx_blob *);
 int	 cache_blob_remove(const char *);
 int	 cache_blob_read(const char *, struct evbuffer *, struct idx_blob *,
 	    uint64_t);
+
+/* cache_tools.c: the maintenance commands verify, gc and ls. */
+int	 cache_tool_verify(const struct config *, int);
+int	 cache_tool_gc(const struct config *, int);
+int	 cache_tool_ls(const struct config *, int);
 
 /* util.c */
 void	*xcalloc(size_t, size_t);
