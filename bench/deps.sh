@@ -4,7 +4,7 @@
 # (optional), Debian's docker-registry as upstream and reference mirror,
 # skopeo as the pulling client, and the small tools the scripts use.
 # Runs apt-get as root (through sudo when not root already).  Not part of
-# `make check`; see bench/README in bench/RESULTS.md.
+# `make check`; bench/RESULTS.md says how to run the benchmark.
 set -eu
 
 pkgs="nginx-light wrk hyperfine docker-registry skopeo python3 curl jq

@@ -25,11 +25,16 @@
 #   bench/deps.sh        # once, as root: apt-get install the tools
 #   bench/run.sh         # ~4-6 minutes on 2 cores
 # Environment knobs (defaults are the issue's figures):
-#   REGCACHE=./src/regcache  BENCH_BLOB_MB=512  BENCH_RUNS=3
+#   REGCACHE=./src/regcache  BENCH_BLOB_MB=512  BENCH_RUNS=3  BENCH_PULL_RUNS=5
 #   BENCH_WRK_SECONDS=10  BENCH_WRK_CONNECTIONS=64  BENCH_CLIENTS=20
 #   BENCH_LAYERS=5  BENCH_LAYER_SIZE=12000000
 #   BENCH_OUT=FILE       also write the summary (Markdown tables) to FILE
 #   BENCH_TMPDIR=DIR     parent of the work directory (/var/tmp/regcache-bench)
+#   BENCH_PULLDIR=DIR    where skopeo writes its copies (default: a fresh dir
+#                        in /dev/shm, so disk writeback adds no noise to the
+#                        pull times; the work dir when /dev/shm is missing)
+#   BENCH_REGCACHE_REV=TEXT  what the binary was built from, for the summary
+#                        (e.g. "git 1a2b3c4, clean"), when not the work tree
 #   KEEP=1               keep the work directory (logs, configs)
 # Progress goes to stderr, the summary to stdout.
 # Variables like up_URL and rc_PID are set indirectly (printf -v).
@@ -75,6 +80,7 @@ fi
 
 BLOB_MB=${BENCH_BLOB_MB:-512}
 RUNS=${BENCH_RUNS:-3}
+PULL_RUNS=${BENCH_PULL_RUNS:-5}
 WRK_SECONDS=${BENCH_WRK_SECONDS:-10}
 WRK_CONNS=${BENCH_WRK_CONNECTIONS:-64}
 CLIENTS=${BENCH_CLIENTS:-20}
@@ -104,6 +110,16 @@ cp "$REGCACHE" "$TESTDIR/regcache"
 REGCACHE_SRC=$REGCACHE
 REGCACHE=$TESTDIR/regcache
 
+# skopeo's copies (up to CLIENTS x the image at once) go to tmpfs: the
+# pull times then measure the network path, not this disk's writeback.
+if [ -n "${BENCH_PULLDIR:-}" ]; then PULLDIR=$(mktemp -d "$BENCH_PULLDIR/regcache-bench-pulls.XXXXXX")
+elif [ -d /dev/shm ] && [ -w /dev/shm ]; then PULLDIR=$(mktemp -d /dev/shm/regcache-bench-pulls.XXXXXX)
+else PULLDIR=$TESTDIR/pulls; mkdir -p "$PULLDIR"; fi
+# common.sh's _cleanup stops everything and removes TESTDIR; remove
+# PULLDIR too, keeping the exit status _cleanup sees.
+_bench_exit() { local rc=$?; [ "${KEEP:-0}" = 1 ] || rm -rf "$PULLDIR"; (exit "$rc"); _cleanup; }
+trap _bench_exit EXIT
+
 T0=$SECONDS
 log() { printf '[bench %3ds] %s\n' $((SECONDS - T0)) "$*" >&2; }
 now() { date +%s.%N; }
@@ -117,6 +133,8 @@ ratio() { if isnum "$1" && isnum "$2" && awk -v b="$2" 'BEGIN { exit !(b > 0) }'
 ge() { isnum "$1" && isnum "$2" && awk -v a="$1" -v b="$2" 'BEGIN { exit !(a >= b) }'; }
 le() { isnum "$1" && isnum "$2" && awk -v a="$1" -v b="$2" 'BEGIN { exit !(a <= b) }'; }
 lt() { isnum "$1" && isnum "$2" && awk -v a="$1" -v b="$2" 'BEGIN { exit !(a < b) }'; }
+# field "A B C" N: the Nth (from 0) word, or n/a.
+field() { local a; read -ra a <<<"$1"; printf '%s' "${a[$2]:-n/a}"; }
 median() { printf '%s\n' "$@" | grep -E '^[0-9.]+$' | sort -g |
   awk '{ v[NR] = $1 } END { if (NR == 0) print "err"; else if (NR % 2) print v[(NR + 1) / 2];
                             else printf "%.3f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
@@ -290,10 +308,11 @@ up_settle() {
     sleep 0.2
   done
 }
-# up_get_uris FROM_LINE: the URIs of upstream GETs logged after that line.
+# up_get_uris FROM_LINE [METHOD_ERE]: the URIs of the upstream's requests
+# (GETs unless told) logged after that line.
 up_get_uris() {
   tail -n +$(($1 + 1)) "$up_LOG" | grep -F 'msg="response completed"' |
-    grep -F 'http.request.method=GET ' | grep -oE 'http\.request\.uri=("[^"]*"|[^ ]*)' |
+    grep -E "http\\.request\\.method=(${2:-GET}) " | grep -oE 'http\.request\.uri=("[^"]*"|[^ ]*)' |
     sed 's/^http\.request\.uri=//; s/^"//; s/"$//' || true
 }
 # blob_gets FROM_LINE REPO DIGEST...: "min max total" upstream GETs per blob.
@@ -336,31 +355,31 @@ timed_pull() {
 
 # ===================================================================================
 # Figure 3: cold pull of the image, vs direct from the upstream.
-log "fig. 3: cold pull of $PULL_REPO ($IMG_BYTES bytes, $LAYERS layers), $RUNS runs each"
-pull "$UP" "$PULL_REPO" "$TESTDIR/pull-warmup" >/dev/null 2>&1 || true   # page cache, binaries
-rm -rf "$TESTDIR/pull-warmup"
+log "fig. 3: cold pull of $PULL_REPO ($IMG_BYTES bytes, $LAYERS layers), $PULL_RUNS runs each"
+pull "$UP" "$PULL_REPO" "$PULLDIR/pull-warmup" >/dev/null 2>&1 || true   # page cache, binaries
+rm -rf "$PULLDIR/pull-warmup"
 T_DIRECT=() T_PROXY=() T_RC=()
 G3_PROXY="n/a" G3_RC="n/a"
 PULL_BLOBS=$(image_blobs "$TESTDIR/img-pull" "$PULL_DIGEST")
-for ((r = 1; r <= RUNS; r++)); do
-  T_DIRECT+=("$(timed_pull "$UP" "$PULL_REPO" "$TESTDIR/p-direct" "$PULL_DIGEST")")
-  rm -rf "$TESTDIR/p-direct"
+for ((r = 1; r <= PULL_RUNS; r++)); do
+  T_DIRECT+=("$(timed_pull "$UP" "$PULL_REPO" "$PULLDIR/p-direct" "$PULL_DIGEST")")
+  rm -rf "$PULLDIR/p-direct"
   proxy_fresh
   up_settle; n0=$(up_lines)
-  T_PROXY+=("$(timed_pull "$PROXY_HOST" "$PULL_REPO" "$TESTDIR/p-proxy" "$PULL_DIGEST")")
+  T_PROXY+=("$(timed_pull "$PROXY_HOST" "$PULL_REPO" "$PULLDIR/p-proxy" "$PULL_DIGEST")")
   up_settle
   # shellcheck disable=SC2086
   G3_PROXY=$(blob_gets "$n0" "$PULL_REPO" $PULL_BLOBS)
-  rm -rf "$TESTDIR/p-proxy"
+  rm -rf "$PULLDIR/p-proxy"
   rc_fresh
-  up_settle; n0=$(up_lines)
+  n0=$(up_lines)
   if [ "$RC_UP" = 1 ]; then
-    T_RC+=("$(timed_pull "$RC_HOST" "$PULL_REPO" "$TESTDIR/p-rc" "$PULL_DIGEST")")
+    T_RC+=("$(timed_pull "$RC_HOST" "$PULL_REPO" "$PULLDIR/p-rc" "$PULL_DIGEST")")
   else T_RC+=(err); fi
   up_settle
   # shellcheck disable=SC2086
   G3_RC=$(blob_gets "$n0" "$PULL_REPO" $PULL_BLOBS)
-  rm -rf "$TESTDIR/p-rc"
+  rm -rf "$PULLDIR/p-rc"
   log "  run $r: direct ${T_DIRECT[-1]} s, proxy ${T_PROXY[-1]} s, regcache ${T_RC[-1]} s"
 done
 P3_DIRECT=$(median "${T_DIRECT[@]}")
@@ -372,33 +391,35 @@ HF_DIRECT=
 if [ "$HAVE_HYPERFINE" = 1 ]; then
   # A cross-check of the noise of one pull: hyperfine on the direct pull.
   hf_cmd=$(printf '%q ' timeout 180 "${SKOPEO[@]}" copy --quiet --src-tls-verify=false \
-    --src-no-creds "docker://$UP/$PULL_REPO:latest" "dir:$TESTDIR/p-hf")
+    --src-no-creds "docker://$UP/$PULL_REPO:latest" "dir:$PULLDIR/p-hf")
   if timeout 120 hyperfine --style none --warmup 1 --runs 5 \
-      --prepare "rm -rf $(printf '%q' "$TESTDIR/p-hf")" \
+      --prepare "rm -rf $(printf '%q' "$PULLDIR/p-hf")" \
       --export-json "$TESTDIR/hyperfine.json" "$hf_cmd" >"$TESTDIR/hyperfine.log" 2>&1; then
     HF_DIRECT=$(jq -r '.results[0] | "\(.mean * 1000 | round / 1000) s ± \(.stddev * 1000 | round / 1000) s"' \
       "$TESTDIR/hyperfine.json")
   fi
-  rm -rf "$TESTDIR/p-hf"
+  rm -rf "$PULLDIR/p-hf"
 fi
 
 # ===================================================================================
 # Figure 2: manifest GETs by tag and by digest (the mirrors are warm from fig. 3).
-# wrk_run HOST PATH -> "rps p99_ms errors" (errors: non-2xx + socket errors), or "err err err"
+# wrk_run HOST PATH -> "rps p99_ms errors requests" (errors: non-2xx + socket
+# errors; requests: how many wrk completed), or "err err err err"
 wrk_run() {
   local out
   if ! out=$(timeout $((WRK_SECONDS + 30)) wrk -t2 -c"$WRK_CONNS" -d"${WRK_SECONDS}s" --latency \
       -H "Accept: $OCI_MANIFEST" "http://$1$2" 2>&1); then
-    echo "err err err"; return 0
+    echo "err err err err"; return 0
   fi
   printf '%s\n' "=== $1$2" "$out" >>"$TESTDIR/wrk.log"
   awk '
     /^Requests\/sec:/ { rps = $2 }
+    / requests in / { n = $1 }
     $1 == "99%" { v = $2; u = v; sub(/[0-9.]+/, "", u); sub(/[a-z]+$/, "", v);
                   p99 = (u == "us") ? v / 1000 : (u == "ms") ? v : (u == "s") ? v * 1000 : (u == "m") ? v * 60000 : "" }
     /Non-2xx or 3xx responses:/ { err += $NF }
     /Socket errors:/ { gsub(/,/, ""); err += $4 + $6 + $8 + $10 }
-    END { printf "%s %s %d\n", (rps == "" ? "err" : rps), (p99 == "" ? "err" : sprintf("%.2f", p99)), err }
+    END { printf "%s %s %d %s\n", (rps == "" ? "err" : rps), (p99 == "" ? "err" : sprintf("%.2f", p99)), err, (n == "" ? "err" : n) }
   ' <<<"$out"
 }
 # warm_manifest HOST REF: one GET; succeeds when the body's digest is the image's.
@@ -408,15 +429,32 @@ warm_manifest() {
   [ "sha256:$d" = "$PULL_DIGEST" ]
 }
 log "fig. 2: manifest GETs, $WRK_CONNS connections, ${WRK_SECONDS}s per run"
-declare -A M_TAG M_DIG
+declare -A M_TAG M_DIG U_TAG U_DIG
+# wrk_mirror SERVER PATH: wrk_run, and for the mirrors how many requests
+# reached the upstream per request served (sets WRK_OUT and WRK_UP).
+wrk_mirror() {
+  local n0 n total
+  n0=$(up_lines)
+  WRK_OUT=$(wrk_run "$(host_of "$1")" "$2")
+  WRK_UP=n/a
+  case $1 in proxy | rc) ;; *) return 0 ;; esac
+  up_settle
+  n=$(up_get_uris "$n0" '[A-Z]+' | grep -cE "^/v2/$PULL_REPO/manifests/" || true)
+  total=$(field "$WRK_OUT" 3)
+  WRK_UP=$(ratio "$n" "$total")
+}
 for s in up proxy nginx rc; do
   h=$(host_of "$s")
-  if [ "$s" = rc ] && [ "$RC_UP" != 1 ]; then M_TAG[$s]="err err err"; M_DIG[$s]="err err err"; continue; fi
-  if warm_manifest "$h" latest; then M_TAG[$s]=$(wrk_run "$h" "/v2/$PULL_REPO/manifests/latest")
-  else M_TAG[$s]="err err err"; fi
-  if warm_manifest "$h" "$PULL_DIGEST"; then M_DIG[$s]=$(wrk_run "$h" "/v2/$PULL_REPO/manifests/$PULL_DIGEST")
-  else M_DIG[$s]="err err err"; fi
-  log "  $s: by tag ${M_TAG[$s]}, by digest ${M_DIG[$s]} (req/s p99-ms errors)"
+  M_TAG[$s]="err err err err" M_DIG[$s]="err err err err" U_TAG[$s]=n/a U_DIG[$s]=n/a
+  if [ "$s" = rc ] && [ "$RC_UP" != 1 ]; then continue; fi
+  up_settle
+  if warm_manifest "$h" latest; then
+    wrk_mirror "$s" "/v2/$PULL_REPO/manifests/latest"; M_TAG[$s]=$WRK_OUT U_TAG[$s]=$WRK_UP
+  fi
+  if warm_manifest "$h" "$PULL_DIGEST"; then
+    wrk_mirror "$s" "/v2/$PULL_REPO/manifests/$PULL_DIGEST"; M_DIG[$s]=$WRK_OUT U_DIG[$s]=$WRK_UP
+  fi
+  log "  $s: by tag ${M_TAG[$s]}, by digest ${M_DIG[$s]} (req/s p99-ms errors requests); upstream requests per GET ${U_TAG[$s]} / ${U_DIG[$s]}"
 done
 rc_alive() { [ "$RC_UP" = 1 ] && regcache_alive rc; }
 rc_alive || { [ "$RC_UP" != 1 ] || log "  regcache is no longer running"; RC_UP=0; }
@@ -459,9 +497,9 @@ conc_run() {
   up_settle; n0=$(up_lines)
   t1=$(now)
   for ((i = 1; i <= CLIENTS; i++)); do
-    rm -rf "$TESTDIR/c-$s-$i"
+    rm -rf "$PULLDIR/c-$s-$i"
     spawn "c_${s}_$i" timeout -k 5 240 "${SKOPEO[@]}" copy --quiet --src-tls-verify=false \
-      --src-no-creds "docker://$h/$CONC_REPO:latest" "dir:$TESTDIR/c-$s-$i"
+      --src-no-creds "docker://$h/$CONC_REPO:latest" "dir:$PULLDIR/c-$s-$i"
     v="c_${s}_${i}_PID"; pids+=("${!v}"); names+=("c_${s}_$i")
   done
   deadline=$((SECONDS + 250))
@@ -479,9 +517,9 @@ conc_run() {
     local rc=0
     wait "${pids[$i]}" || rc=$?
     stop "${names[$i]}"
-    if [ "$rc" -eq 0 ] && verify_dir_digests "$TESTDIR/c-$s-$((i + 1))" "$CONC_DIGEST" 2>>"$TESTDIR/conc-verify.log"
+    if [ "$rc" -eq 0 ] && verify_dir_digests "$PULLDIR/c-$s-$((i + 1))" "$CONC_DIGEST" 2>>"$TESTDIR/conc-verify.log"
     then ok=$((ok + 1)); fi
-    rm -rf "$TESTDIR/c-$s-$((i + 1))"
+    rm -rf "$PULLDIR/c-$s-$((i + 1))"
   done
   C_OK[$s]=$ok
   up_settle
@@ -510,7 +548,6 @@ fi
 # ===================================================================================
 # The summary.
 mib() { if isnum "$1"; then awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; else printf '%s' "${1:-n/a}"; fi; }
-field() { local a; read -ra a <<<"$1"; printf '%s' "${a[$2]:-n/a}"; }
 # errsum "RPS P99 ERRS" "RPS P99 ERRS": the two error counts added, or err.
 errsum() { local a b; a=$(field "$1" 2) b=$(field "$2" 2)
   if isnum "$a" && isnum "$b"; then echo $((a + b)); else echo err; fi; }
@@ -534,12 +571,16 @@ summary() {
   echo
   echo "- date: $(date -u '+%Y-%m-%d %H:%M UTC'); runtime $((SECONDS - T0)) s"
   echo "- machine: $(nproc) CPUs, $MACHINE_CPU, $MACHINE_MEM RAM, kernel $(uname -r), Debian $MACHINE_DEBIAN"
-  echo "- regcache: $V_RC, git $GIT_HEAD$([ "$GIT_DIRTY" = 0 ] || echo " (+$GIT_DIRTY locally modified files)"), sanitizers: $ASAN"
+  case $REGCACHE_SRC in
+    "$TOP"/*) echo "- regcache: $V_RC, built in the work tree at git $GIT_HEAD$([ "$GIT_DIRTY" = 0 ] || echo " (+$GIT_DIRTY locally modified files)"), sanitizers: $ASAN" ;;
+    *) echo "- regcache: $V_RC, sanitizers: $ASAN; binary from outside the work tree (which is at git $GIT_HEAD)" ;;
+  esac
+  [ -z "${BENCH_REGCACHE_REV:-}" ] || echo "- regcache built from: $BENCH_REGCACHE_REV"
   echo "- regcache binary: $REGCACHE_SRC (copied for the run; built $(date -u -r "$REGCACHE_SRC" '+%Y-%m-%d %H:%M UTC'))"
   echo "- regcache config: $(jq -c . <<<"${RC_CONFIG//@PORT@/PORT}" | sed "s|$TESTDIR|TMP|g; s|$up_URL|http://127.0.0.1:RPORT|")"
   [ -z "$RC_NOTE" ] || echo "- note: $RC_NOTE"
   echo "- others: $V_REG; $V_NGINX; $V_SKOPEO; $V_WRK; $V_CURL"
-  echo "- sizes: blob $BLOB_MB MiB; image $LAYERS layers, $IMG_BYTES bytes; wrk -t2 -c$WRK_CONNS -d${WRK_SECONDS}s; $RUNS runs; $CLIENTS clients"
+  echo "- sizes: blob $BLOB_MB MiB, best of $RUNS GETs; image $LAYERS layers, $IMG_BYTES bytes, median of $PULL_RUNS cold pulls (copies on $(df --output=fstype "$PULLDIR" | tail -n1)); wrk -t2 -c$WRK_CONNS -d${WRK_SECONDS}s; $CLIENTS concurrent clients"
   echo
   echo "| figure | upstream (direct) | docker-registry proxy | nginx | regcache |"
   echo "| --- | ---: | ---: | ---: | ---: |"
@@ -555,7 +596,9 @@ summary() {
   printf '| 2. error responses (tag + digest) | %s | %s | %s | %s |\n' \
     "$(errsum "${M_TAG[up]}" "${M_DIG[up]}")" "$(errsum "${M_TAG[proxy]}" "${M_DIG[proxy]}")" \
     "$(errsum "${M_TAG[nginx]}" "${M_DIG[nginx]}")" "$(errsum "${M_TAG[rc]}" "${M_DIG[rc]}")"
-  printf '| 3. cold pull, s (median of %s) | %s | %s | – | %s |\n' "$RUNS" "$(fmt "$P3_DIRECT" 2)" "$(fmt "$P3_PROXY" 2)" "$(fmt "$P3_RC" 2)"
+  printf '| 2. upstream requests per manifest GET, tag / digest | – | %s / %s | – | %s / %s |\n' \
+    "${U_TAG[proxy]}" "${U_DIG[proxy]}" "${U_TAG[rc]}" "${U_DIG[rc]}"
+  printf '| 3. cold pull, s (median of %s) | %s | %s | – | %s |\n' "$PULL_RUNS" "$(fmt "$P3_DIRECT" 2)" "$(fmt "$P3_PROXY" 2)" "$(fmt "$P3_RC" 2)"
   printf '| 3. cold pull, × direct | 1.00 | %s | – | %s |\n' "$(ratio "$P3_PROXY" "$P3_DIRECT")" "$R_PULL"
   printf '| 3. upstream GETs per blob, min–max (last run) | – | %s | – | %s |\n' \
     "$(field "$G3_PROXY" 0)–$(field "$G3_PROXY" 1)" "$(field "$G3_RC" 0)–$(field "$G3_RC" 1)"

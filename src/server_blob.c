@@ -23,6 +23,7 @@
  * read into memory, larger for sendfile pieces, which cost no memory. */
 #define BLOB_CHUNK		(256 * 1024)
 #define BLOB_SEG_HIGH		(8 * 1024 * 1024)
+#define BLOB_SENDFILE_MAX	(1024 * 1024)
 
 struct blobsrc {
 	int				 fd;	/* ours; -1 when seg owns it */
@@ -218,8 +219,14 @@ blob_begin(struct exchange *ex, struct blobsrc *src, int64_t size)
 	if (size > 0 && !blob_client_tls(ex)) {
 		src->seg = evbuffer_file_segment_new(src->fd, 0, size,
 		    EVBUF_FS_CLOSE_ON_FREE);
-		if (src->seg != NULL)
+		if (src->seg != NULL) {
 			src->fd = -1;
+			/* libevent writes at most 16 KB per call by default:
+			 * let one sendfile move a megabyte, as nginx does. */
+			bufferevent_set_max_single_write(
+			    evhttp_connection_get_bufferevent(
+			    evhttp_request_get_connection(ex->req)), BLOB_SENDFILE_MAX);
+		}
 	}
 	v2_reply_start(ex, rc == 1 ? 206 : 200);
 	return 1;
