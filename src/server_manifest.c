@@ -377,11 +377,23 @@ mf_stale_ok(enum up_error err, int status)
 static int
 mf_serve_stale(struct exchange *ex, const char *why)
 {
-	struct mop	*m = ex->mop;
+	struct mop		*m = ex->mop;
+	struct idx_tag_key	 k;
+	struct idx_tag		 t;
+	unsigned		 accept = m->mask ? m->mask : MF_ALL;
+	char			 all[8];
 
 	if (!m->have_tag || m->tag.negative ||
-	    !(mf_type_bit(m->tag.media_type) & (m->mask ? m->mask : MF_ALL)))
-		return -1;
+	    !(mf_type_bit(m->tag.media_type) & accept)) {
+		/* The map fetched for every type may suit this client. */
+		snprintf(all, sizeof(all), "%02x", MF_CLASS_BITS);
+		mf_key(ex, all, &k);
+		if (idx_tag_get(&k, &t) != 0 || t.negative ||
+		    !(mf_type_bit(t.media_type) & accept))
+			return -1;
+		m->tag = t;
+		m->have_tag = 1;
+	}
 	stats.stale_served++;
 	ex->xcache = "STALE";
 	log_warnx("upstream %s: %s; serving %s:%s from the cache",

@@ -47,6 +47,8 @@ static void	v2_up_done(struct upreq *, enum up_error, const char *,
 		    void *);
 
 static void	exchange_client_gone(struct client *, void *);
+static void	v2_error_reply(struct evhttp_request *, int, const char *,
+		    const char *, const char *);
 
 static const struct upreq_cb v2_upreq_cb = {
 	v2_up_headers, v2_up_body, v2_up_done
@@ -85,6 +87,14 @@ void
 v2_send_error(struct evhttp_request *req, int status, const char *code,
     const char *message)
 {
+	v2_error_reply(req, status, code, message, NULL);
+}
+
+/* The same, with the X-Cache verdict when there is one. */
+static void
+v2_error_reply(struct evhttp_request *req, int status, const char *code,
+    const char *message, const char *xcache)
+{
 	struct evkeyvalq	*out = evhttp_request_get_output_headers(req);
 	struct evbuffer		*body;
 	json_t			*j;
@@ -104,6 +114,8 @@ v2_send_error(struct evhttp_request *req, int status, const char *code,
 	evhttp_add_header(out, "Content-Length", len);
 	if (status == 405)
 		evhttp_add_header(out, "Allow", "GET, HEAD");
+	if (xcache != NULL)
+		evhttp_add_header(out, "X-Cache", xcache);
 	body = evbuffer_new();
 	if (evhttp_request_get_command(req) != EVHTTP_REQ_HEAD)
 		evbuffer_add(body, s, strlen(s));
@@ -311,7 +323,7 @@ v2_fail(struct exchange *ex, int status, const char *code, const char *msg,
 
 	ex->status = status;
 	exchange_replied(ex);
-	v2_send_error(req, status, code, msg);
+	v2_error_reply(req, status, code, msg, ex->xcache);
 	exchange_close(ex, why);
 }
 
