@@ -255,7 +255,6 @@ fill_on_body(struct upreq *ur, struct evbuffer *data, void *arg)
 	while (evbuffer_get_length(data) > 0) {
 		n = evbuffer_peek(data, -1, NULL, v, 8);
 		for (i = 0; i < n && i < 8; i++) {
-			EVP_DigestUpdate(f->md, v[i].iov_base, v[i].iov_len);
 			for (size_t off = 0; off < v[i].iov_len; ) {
 				w = pwrite(f->fd, (char *)v[i].iov_base + off,
 				    v[i].iov_len - off,
@@ -273,6 +272,9 @@ fill_on_body(struct upreq *ur, struct evbuffer *data, void *arg)
 				}
 				off += (size_t)w;
 			}
+			/* Hashed once written: the hash always covers exactly
+			 * the bytes on disk (a reader may go on from there). */
+			EVP_DigestUpdate(f->md, v[i].iov_base, v[i].iov_len);
 			f->written += v[i].iov_len;
 			evbuffer_drain(data, v[i].iov_len);
 		}

@@ -34,10 +34,32 @@ struct blobsrc {
 	int				 from_fill;
 	int				 resuming; /* from the upstream */
 	int				 resume_bad;
+	int				 resume_started;
+	uint64_t			 resume_from; /* first byte from upstream */
+	EVP_MD_CTX			*md;	/* hash of [0, resume_from) on */
+	struct evbuffer			*tail;	/* the held-back last byte */
 	struct fill_reader		 reader;
 };
 
 static void	blob_fill_event(struct fill_reader *, enum fill_event);
+static void	blob_resume_start(struct exchange *);
+static void	blob_resume_finish(struct exchange *);
+
+/* Feed every byte of buf to md (buf unchanged). */
+static void
+blob_hash_buffer(EVP_MD_CTX *md, struct evbuffer *buf)
+{
+	struct evbuffer_iovec	*v;
+	int			 n, i;
+
+	if ((n = evbuffer_peek(buf, -1, NULL, NULL, 0)) <= 0)
+		return;
+	v = xcalloc((size_t)n, sizeof(*v));
+	n = evbuffer_peek(buf, -1, NULL, v, n);
+	for (i = 0; i < n; i++)
+		EVP_DigestUpdate(md, v[i].iov_base, v[i].iov_len);
+	free(v);
+}
 
 /* Is the client on TLS?  Then bytes must pass through memory. */
 static int
@@ -57,6 +79,9 @@ blob_src_free(struct exchange *ex)
 	if (src == NULL)
 		return;
 	fill_leave(&src->reader);
+	EVP_MD_CTX_free(src->md);
+	if (src->tail != NULL)
+		evbuffer_free(src->tail);
 	if (src->seg != NULL)
 		evbuffer_file_segment_free(src->seg);
 	else if (src->fd != -1)
@@ -245,7 +270,7 @@ blob_pump(struct exchange *ex)
 	struct evbuffer	*buf;
 	uint64_t	 avail, n, high;
 
-	if (src->resuming) {
+	if (src->resuming && src->resume_started) {
 		/* Bytes come from an upstream request now: let it read. */
 		if (ex->paused && ex->ur != NULL) {
 			ex->paused = 0;
@@ -257,7 +282,7 @@ blob_pump(struct exchange *ex)
 	for (;;) {
 		if (evbuffer_get_length(v2_output(ex)) >= high)
 			return;
-		avail = src->end;
+		avail = src->resuming ? src->resume_from : src->end;
 		if (f != NULL && fill_available(f) < avail)
 			avail = fill_available(f);
 		if (src->pos >= avail)
@@ -282,6 +307,11 @@ blob_pump(struct exchange *ex)
 		src->pos += n;
 		v2_send_chunk(ex, buf);
 		evbuffer_free(buf);
+	}
+	if (src->resuming) {
+		/* What the cache kept is sent: the rest from the upstream. */
+		blob_resume_start(ex);
+		return;
 	}
 	/* A fill's reader ends only once the fill is verified. */
 	if (src->pos >= src->end && (f == NULL || f->state == FILL_DONE)) {
@@ -351,8 +381,19 @@ blob_resume_body(struct upreq *ur, struct evbuffer *data, void *arg)
 		src->resume_bad = 1;
 		return;
 	}
+	blob_hash_buffer(src->md, data);
 	src->pos += len;
-	v2_send_chunk(ex, data);
+	if (src->pos == src->end) {
+		/* Hold the last byte back until the digest is checked. */
+		struct evbuffer *head = evbuffer_new();
+
+		evbuffer_remove_buffer(data, head, len - 1);
+		evbuffer_add_buffer(src->tail, data);	/* the last byte */
+		evbuffer_add_buffer(data, head);
+		evbuffer_free(head);
+	}
+	if (evbuffer_get_length(data) > 0)
+		v2_send_chunk(ex, data);
 	if (!ex->paused && evbuffer_get_length(v2_output(ex)) >
 	    STREAM_HIGH_WATER) {
 		ex->paused = 1;
@@ -369,29 +410,56 @@ blob_resume_done(struct upreq *ur, enum up_error err, const char *cause,
 
 	CHECK_MAGIC(ex, EXCHANGE_MAGIC);
 	ex->ur = NULL;
-	if (err == UP_OK && !src->resume_bad && src->pos == src->end) {
-		v2_reply_finish(ex);
-		return;
-	}
-	v2_abort(ex, "resume from the upstream failed");
+	if (err == UP_OK && !src->resume_bad && src->pos == src->end)
+		blob_resume_finish(ex);
+	else
+		v2_abort(ex, "resume from the upstream failed");
 }
 
 static const struct upreq_cb blob_resume_cb = {
 	blob_resume_headers, blob_resume_body, blob_resume_done
 };
 
+/* Send the last byte if the whole blob hashes to its digest. */
 static void
-blob_resume(struct exchange *ex)
+blob_resume_finish(struct exchange *ex)
+{
+	struct blobsrc	*src = ex->src;
+	unsigned char	 md[EVP_MAX_MD_SIZE];
+	unsigned int	 mdlen, i;
+	char		 hex[2 * EVP_MAX_MD_SIZE + 1];
+
+	/* The tail byte was hashed with its chunk. */
+	if (EVP_DigestFinal_ex(src->md, md, &mdlen) != 1)
+		mdlen = 0;
+	for (i = 0; i < mdlen; i++)
+		snprintf(hex + 2 * i, 3, "%02x", md[i]);
+	if (mdlen == 0 || strcmp(hex, strchr(ex->p.ref, ':') + 1) != 0) {
+		stats.digest_mismatches++;
+		log_warnx("blob %s: the upstream's bytes do not match the "
+		    "digest", ex->p.ref);
+		v2_abort(ex, "digest mismatch");
+		return;
+	}
+	if (src->tail != NULL && evbuffer_get_length(src->tail) > 0)
+		v2_send_chunk(ex, src->tail);
+	v2_reply_finish(ex);
+}
+
+/* Start the upstream request for [resume_from, end). */
+static void
+blob_resume_start(struct exchange *ex)
 {
 	struct blobsrc	*src = ex->src;
 	char		*scope, range[64];
 
-	if (src->open_end) {
-		v2_abort(ex, "fill failed");
+	if (src->resume_started)
+		return;
+	src->resume_started = 1;
+	if (src->resume_from >= src->end) {
+		blob_resume_finish(ex);
 		return;
 	}
-	src->resuming = 1;
-	ex->xcache = "MISS";
 	snprintf(range, sizeof(range), "bytes=%" PRIu64 "-%" PRIu64,
 	    src->pos, src->end - 1);
 	xasprintf(&scope, "repository:%s:pull", ex->rt.name);
@@ -402,6 +470,29 @@ blob_resume(struct exchange *ex)
 	log_info("blob %s: the cache could not keep it; streaming the rest "
 	    "from %s", ex->p.ref, ex->rt.upstream->cfg->name);
 	upreq_start(ex->ur);
+}
+
+/*
+ * The cache gave up on the fill this client reads (disk full).  It gets
+ * what reached the disk from its own descriptor, the rest from the
+ * upstream, and the whole still goes through the digest check, from the
+ * fill's hash of the bytes on disk.
+ */
+static void
+blob_resume(struct exchange *ex, struct fill *f)
+{
+	struct blobsrc	*src = ex->src;
+
+	if (src->open_end || (src->md = EVP_MD_CTX_new()) == NULL ||
+	    EVP_MD_CTX_copy_ex(src->md, f->md) != 1 ||
+	    (src->tail = evbuffer_new()) == NULL || src->pos > f->written) {
+		v2_abort(ex, "fill failed");
+		return;
+	}
+	src->resuming = 1;
+	src->resume_from = f->written;
+	ex->xcache = "MISS";
+	blob_pump(ex);
 }
 
 /* What a fill tells one of its readers. */
@@ -441,7 +532,7 @@ blob_fill_event(struct fill_reader *r, enum fill_event ev)
 	case FILL_EV_FAILED:
 		fill_leave(r);
 		if (ex->started && f->disk_error && src->pos < src->end) {
-			blob_resume(ex);
+			blob_resume(ex, f);
 			return;
 		}
 		if (ex->started) {

@@ -591,16 +591,30 @@ mf_done(struct exchange *ex, enum up_error err, const char *cause)
 		d = m->dcd;
 		if (d != NULL && strcmp(d, m->tag.digest) == 0) {
 			mf_store_tag(ex, d, m->tag.media_type, 0);
-			if (mf_serve_cached(ex, d, NULL) == 0)
+			if (mf_serve_cached(ex, m->tag.digest, NULL) == 0)
 				return;
-			mf_request(ex, MOP_GET_DIGEST, d);
+			/* m->tag.digest, not d: mf_request frees m->dcd. */
+			mf_request(ex, MOP_GET_DIGEST, m->tag.digest);
 			return;
 		}
-		/* Changed (or no digest said): fetch the manifest again. */
+		/* Changed: fetch the new digest (unless we hold it already).
+		 * Without a digest in the answer, fetch by tag. */
+		if (d != NULL && v2_digest_valid(d) && m->ctype != NULL &&
+		    mf_type_bit(m->ctype) != 0) {
+			snprintf(m->tag.digest, sizeof(m->tag.digest), "%s", d);
+			if (idx_blob_get(d, &(struct idx_blob){ 0 }) == 0) {
+				mf_store_tag(ex, d, m->ctype, 0);
+				if (mf_serve_cached(ex, m->tag.digest, NULL) == 0)
+					return;
+			}
+			mf_request(ex, MOP_GET_DIGEST, m->tag.digest);
+			return;
+		}
 		mf_request(ex, MOP_GET_TAG, ex->p.ref);
 		return;
 	}
-	if (err == UP_OK && m->status == 404 && !ex->p.ref_is_digest) {
+	if (err == UP_OK && m->status == 404 && !ex->p.ref_is_digest &&
+	    m->step != MOP_GET_DIGEST) {
 		if (ex->rt.upstream->cfg->negative_ttl_ms > 0)
 			mf_store_tag(ex, NULL, NULL, 1);
 		mf_pass(ex);

@@ -4,6 +4,7 @@ demand.  One mode per process:
 
   hang      accept, read the request, never answer
   429       answer 429 Too Many Requests with Retry-After and rate-limit headers
+  503       answer 503 Service Unavailable with Retry-After and an OCI error body
   500       answer 500 with an OCI error body
   truncate  announce Content-Length 1048576, send half, close
   reset     send headers and some body, then reset the connection (RST)
@@ -15,8 +16,28 @@ demand.  One mode per process:
   tags      a tags/list that pages with n and last and a Link header, as
             distribution 3 does (Debian's distribution 2.8 ignores n)
 
-Usage: fakeupstream.py MODE PORT.  Logs one line per request to stdout.
+  proxy-faulty  a proxy in front of a real registry (--target URL) that
+            injects --fault into its first --count successful blob GETs
+            (default 1; -1: all) of at least --min-size bytes, then passes
+            everything through unchanged:
+              truncate  the right Content-Length, half the body, close
+              flip      the right Content-Length and length, one byte flipped
+              reset     the right Content-Length, half the body, then RST
+              cl-long   Content-Length 1000 larger than the body, body, close
+              cl-short  Content-Length 1000 smaller than the body, body, close
+              noclen    no Content-Length, half the body, close
+              stall     the right body, held after its first half (--gate)
+            With --gate FILE a faulted body stops after its first half until
+            FILE exists (at most 60 s), so a test can act while it is held.
+
+Usage: fakeupstream.py MODE PORT [proxy-faulty options].  Logs one line per
+request to stdout (and one "fault FAULT PATH" line per injected fault).
+HEAD answers never carry a body.
 """
+import argparse
+import http.client
+import os
+import time
 import json
 import socket
 import struct
@@ -25,16 +46,36 @@ import threading
 import urllib.parse
 
 TAGS = ["1.0", "1.1", "2.0", "latest"]
+LOG_LOCK = threading.Lock()
 
 
-def read_request(conn):
+def log(*words):
+    """One whole line on stdout, whichever thread writes it."""
+    with LOG_LOCK:
+        print(*words, flush=True)
+
+
+def read_head(conn):
+    """The request head as (request line, [(name, value)...]), or None.
+    Requests here never have a body."""
     data = b""
     while b"\r\n\r\n" not in data:
         chunk = conn.recv(65536)
         if not chunk:
             return None
         data += chunk
-    return data.split(b"\r\n", 1)[0].decode("latin-1")
+    lines = data.split(b"\r\n\r\n", 1)[0].decode("latin-1").split("\r\n")
+    headers = []
+    for h in lines[1:]:
+        if ":" in h:
+            k, v = h.split(":", 1)
+            headers.append((k.strip(), v.strip()))
+    return lines[0], headers
+
+
+def read_request(conn):
+    head = read_head(conn)
+    return None if head is None else head[0]
 
 
 def tags_answer(line):
@@ -64,10 +105,11 @@ def handle(conn, mode):
             line = read_request(conn)
             if line is None:
                 return
-            print("request", mode, line, flush=True)
+            log("request", mode, line)
             if mode == "hang":
                 conn.recv(1)        # until the peer gives up
                 return
+            head_only = line.startswith("HEAD ")
             if mode == "429":
                 body = b'{"errors":[{"code":"TOOMANYREQUESTS","message":"slow down"}]}'
                 conn.sendall(b"HTTP/1.1 429 Too Many Requests\r\n"
@@ -76,13 +118,23 @@ def handle(conn, mode):
                              b"RateLimit-Limit: 100;w=21600\r\n"
                              b"RateLimit-Remaining: 0;w=21600\r\n"
                              b"WWW-Authenticate: Bearer realm=\"http://127.0.0.1:1/token\"\r\n"
-                             b"Content-Length: %d\r\n\r\n" % len(body) + body)
+                             b"Content-Length: %d\r\n\r\n" % len(body) +
+                             (b"" if head_only else body))
+                continue
+            if mode == "503":
+                body = b'{"errors":[{"code":"UNAVAILABLE","message":"down for maintenance"}]}'
+                conn.sendall(b"HTTP/1.1 503 Service Unavailable\r\n"
+                             b"Content-Type: application/json\r\n"
+                             b"Retry-After: 30\r\n"
+                             b"Content-Length: %d\r\n\r\n" % len(body) +
+                             (b"" if head_only else body))
                 continue
             if mode == "500":
                 body = b'{"errors":[{"code":"UNKNOWN","message":"boom"}]}'
                 conn.sendall(b"HTTP/1.1 500 Internal Server Error\r\n"
                              b"Content-Type: application/json\r\n"
-                             b"Content-Length: %d\r\n\r\n" % len(body) + body)
+                             b"Content-Length: %d\r\n\r\n" % len(body) +
+                             (b"" if head_only else body))
                 continue
             if mode == "truncate":
                 conn.sendall(b"HTTP/1.1 200 OK\r\n"
@@ -125,16 +177,126 @@ def handle(conn, mode):
         conn.close()
 
 
+def serve_proxy(conn, faults):
+    try:
+        proxy_faulty(conn, faults)
+    except OSError:
+        pass
+    finally:
+        conn.close()
+
+
+class Faults:
+    """What proxy-faulty injects, and how many times it still will."""
+
+    def __init__(self, argv):
+        ap = argparse.ArgumentParser(prog="fakeupstream.py proxy-faulty PORT")
+        ap.add_argument("--target", required=True, help="http://HOST:PORT of a registry")
+        ap.add_argument("--fault", required=True, choices=[
+            "truncate", "flip", "reset", "cl-long", "cl-short", "noclen", "stall"])
+        ap.add_argument("--count", type=int, default=1)
+        ap.add_argument("--min-size", type=int, default=0)
+        ap.add_argument("--gate")
+        a = ap.parse_args(argv)
+        u = urllib.parse.urlsplit(a.target)
+        if u.scheme != "http" or not u.port:
+            ap.error("--target must be http://HOST:PORT")
+        self.host, self.port = u.hostname, u.port
+        self.fault, self.left, self.min_size, self.gate = a.fault, a.count, a.min_size, a.gate
+        self.lock = threading.Lock()
+
+    def take(self, method, path, status, size):
+        """Should this response be faulted?  Counts it if so."""
+        if method != "GET" or "/blobs/" not in path or status != 200 or size < self.min_size:
+            return False
+        with self.lock:
+            if self.left == 0:
+                return False
+            if self.left > 0:
+                self.left -= 1
+            return True
+
+    def wait_gate(self):
+        if not self.gate:
+            return
+        deadline = time.monotonic() + 60
+        while not os.path.exists(self.gate) and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+
+PASS_REQUEST = ("accept", "range", "if-none-match", "authorization")
+DROP_RESPONSE = ("content-length", "transfer-encoding", "connection", "keep-alive")
+
+
+def proxy_faulty(conn, faults):
+    """One client connection of proxy-faulty; returns when it must close."""
+    while True:
+        head = read_head(conn)
+        if head is None:
+            return
+        line, headers = head
+        method, path = line.split(" ")[0], line.split(" ")[1]
+        log("request proxy-faulty", line)
+        up = http.client.HTTPConnection(faults.host, faults.port, timeout=30)
+        try:
+            up.putrequest(method, path, skip_accept_encoding=True)
+            for k, v in headers:
+                if k.lower() in PASS_REQUEST:
+                    up.putheader(k, v)
+            up.endheaders()
+            resp = up.getresponse()
+            body = resp.read()
+            status, reason = resp.status, resp.reason
+            rh = [(k, v) for k, v in resp.getheaders() if k.lower() not in DROP_RESPONSE]
+            length = resp.getheader("Content-Length")
+        finally:
+            up.close()
+        if method == "HEAD":
+            size = int(length) if length is not None else 0
+        else:
+            size = len(body)
+        fault = faults.fault if faults.take(method, path, status, size) else None
+        head = "HTTP/1.1 %d %s\r\n" % (status, reason)
+        head += "".join("%s: %s\r\n" % kv for kv in rh)
+        if fault is None:
+            conn.sendall((head + "Content-Length: %d\r\n\r\n" % size).encode("latin-1") +
+                         (b"" if method == "HEAD" else body))
+            continue
+        log("fault", fault, path, size)
+        half = size // 2
+        if fault == "flip":
+            body = body[:half] + bytes([body[half] ^ 0xFF]) + body[half + 1:]
+        clen = {"cl-long": size + 1000, "cl-short": size - 1000, "noclen": None}.get(fault, size)
+        if clen is None:
+            head += "Connection: close\r\n\r\n"
+        else:
+            head += "Content-Length: %d\r\n\r\n" % clen
+        conn.sendall(head.encode("latin-1") + body[:half])
+        faults.wait_gate()
+        if fault in ("truncate", "noclen"):
+            return
+        if fault == "reset":
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            return
+        conn.sendall(body[half:])
+        if fault in ("cl-long", "cl-short"):
+            return
+
+
 def main():
     mode, port = sys.argv[1], int(sys.argv[2])
+    faults = Faults(sys.argv[3:]) if mode == "proxy-faulty" else None
     srv = socket.socket()
     srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     srv.bind(("127.0.0.1", port))
     srv.listen(64)
-    print("listening", mode, port, flush=True)
+    log("listening", mode, port)
     while True:
         conn, _ = srv.accept()
-        threading.Thread(target=handle, args=(conn, mode), daemon=True).start()
+        if faults is not None:
+            threading.Thread(target=serve_proxy, args=(conn, faults), daemon=True).start()
+        else:
+            threading.Thread(target=handle, args=(conn, mode), daemon=True).start()
 
 
 if __name__ == "__main__":
