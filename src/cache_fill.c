@@ -42,6 +42,8 @@ static void	fill_on_body(struct upreq *, struct evbuffer *, void *);
 static void	fill_on_done(struct upreq *, enum up_error, const char *,
 		    void *);
 
+static void	fill_published(uint64_t, int);
+
 static const struct upreq_cb fill_upreq_cb = {
 	fill_on_headers, fill_on_body, fill_on_done
 };
@@ -53,7 +55,8 @@ fill_find(const char *digest)
 	struct fill	*f;
 
 	TAILQ_FOREACH(f, &fills, entry)
-		if (f->state == FILL_RUNNING && strcmp(f->digest, digest) == 0)
+		if ((f->state == FILL_RUNNING || f->state == FILL_PUBLISHING) &&
+		    strcmp(f->digest, digest) == 0)
 			return f;
 	return NULL;
 }
@@ -62,8 +65,8 @@ fill_find(const char *digest)
 static void
 fill_maybe_free(struct fill *f)
 {
-	if (f->state == FILL_RUNNING || !TAILQ_EMPTY(&f->readers) ||
-	    f->busy > 0)
+	if (f->state == FILL_RUNNING || f->state == FILL_PUBLISHING ||
+	    !TAILQ_EMPTY(&f->readers) || f->busy > 0)
 		return;
 	TAILQ_REMOVE(&fills, f, entry);
 	if (f->fd != -1)
@@ -194,7 +197,7 @@ fill_leave(struct fill_reader *r)
 uint64_t
 fill_available(const struct fill *f)
 {
-	if (f->state == FILL_DONE)
+	if (f->state == FILL_DONE || f->state == FILL_PUBLISHING)
 		return f->written;
 	return f->written > 0 ? f->written - 1 : 0;
 }
@@ -334,23 +337,43 @@ fill_on_done(struct upreq *ur, enum up_error err, const char *cause,
 		fill_fail(f, "the bytes do not match the digest");
 		return;
 	}
+	/* Verified: readers may have every byte now, while the file is
+	 * made durable and indexed in the background. */
 	f->size = (int64_t)f->written;
-	if (cache_publish(f->fd, f->tmp, f->digest, f->written, NULL,
-	    f->upstream_name, f->repo) == -1) {
-		/* The readers still get the verified bytes from tmp. */
+	f->state = FILL_PUBLISHING;
+	fill_notify(f, FILL_EV_DATA);
+	cache_publish_async(f->fd, f->tmp, f->digest, f->written,
+	    f->upstream_name, f->repo, f->id, fill_published);
+}
+
+/* The publish of fill id is over (ok or not): the fill is done. */
+static void
+fill_published(uint64_t id, int ok)
+{
+	struct fill	*f;
+
+	TAILQ_FOREACH(f, &fills, entry)
+		if (f->id == id)
+			break;
+	if (f == NULL)
+		return;
+	CHECK_MAGIC(f, FILL_MAGIC);
+	if (!ok) {
+		/* The readers still got the verified bytes. */
 		log_warnx("fill %s: verified but not stored", f->digest);
 		stats.fill_disk_errors++;
 	}
-	free(f->tmp);		/* renamed, or removed by cache_publish */
+	free(f->tmp);		/* renamed, or removed by the publish */
 	f->tmp = NULL;
 	fill_bytes_inflight -= f->reserved;
 	f->reserved = 0;
 	f->state = FILL_DONE;
 	stats.fills_done++;
-	log_debug("%s: fill %llu: %s stored, %llu bytes", __func__,
-	    (unsigned long long)f->id, f->digest,
+	log_debug("%s: fill %llu: %s %s, %llu bytes", __func__,
+	    (unsigned long long)f->id, f->digest, ok ? "stored" : "not stored",
 	    (unsigned long long)f->written);
-	cache_after_store();
+	if (ok)
+		cache_after_store();
 	fill_notify(f, FILL_EV_DONE);
 }
 
@@ -360,6 +383,7 @@ fill_shutdown(void)
 {
 	struct fill	*f, *next;
 
+	cache_publish_drain();	/* verified fills end up stored */
 	for (f = TAILQ_FIRST(&fills); f != NULL; f = next) {
 		next = TAILQ_NEXT(f, entry);
 		if (f->state == FILL_RUNNING)

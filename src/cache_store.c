@@ -20,6 +20,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -161,36 +162,35 @@ store_sync_dir(const char *file)
 }
 
 /*
- * Make a verified tmp file the blob digest: sync it, rename it into place,
- * sync the directory, then commit the index entry (in that order; see the
- * top of this file).  On failure the tmp file is removed.
+ * The file half of publishing: sync the tmp file, rename it into place,
+ * sync the directory.  No index access, so the publish worker runs it.
+ * On failure the tmp file is removed.
  */
-int
-cache_publish(int fd, const char *tmp, const char *digest, uint64_t size,
-    const char *media_type, const char *upstream, const char *repo)
+static int
+store_publish_files(int fd, const char *tmp, const char *path, int *err)
 {
-	struct idx_blob	 b;
-	char		 path[PATH_MAX], dir[PATH_MAX], *slash;
+	char	dir[PATH_MAX], *slash;
 
-	if (cache_blob_path(digest, path, sizeof(path)) == -1)
-		goto fail;
 	snprintf(dir, sizeof(dir), "%s", path);
 	if ((slash = strrchr(dir, '/')) != NULL)
 		*slash = '\0';
-	if (mkdir_p(dir, 0750) == -1) {
-		log_warn("store: %s", dir);
-		goto fail;
+	if (mkdir_p(dir, 0750) == -1 || fdatasync(fd) == -1 ||
+	    rename(tmp, path) == -1) {
+		*err = errno;
+		unlink(tmp);
+		return -1;
 	}
-	if (fdatasync(fd) == -1) {
-		log_warn("store: fdatasync %s", tmp);
-		goto fail;
-	}
-	if (rename(tmp, path) == -1) {
-		log_warn("store: rename to %s", path);
-		goto fail;
-	}
-	if (store_sync_dir(path) == -1)
-		log_warn("store: fsync of the directory of %s", path);
+	*err = store_sync_dir(path) == -1 ? errno : 0;
+	return 0;
+}
+
+/* The index half: from here on the blob is visible. */
+static int
+store_publish_index(const char *path, const char *digest, uint64_t size,
+    const char *media_type, const char *upstream, const char *repo)
+{
+	struct idx_blob	 b;
+
 	memset(&b, 0, sizeof(b));
 	b.size = size;
 	b.stored = time(NULL);
@@ -198,14 +198,214 @@ cache_publish(int fd, const char *tmp, const char *digest, uint64_t size,
 	snprintf(b.media_type, sizeof(b.media_type), "%s",
 	    media_type != NULL ? media_type : "");
 	if (idx_blob_put(digest, &b, upstream, repo) == -1) {
-		/* The file stays, unknown to the index, for gc. */
+		/* The file goes too: a file the index does not know is
+		 * only waste. */
 		unlink(path);
 		return -1;
 	}
 	return 0;
- fail:
-	unlink(tmp);
-	return -1;
+}
+
+/*
+ * Make a verified tmp file the blob digest: sync it, rename it into place,
+ * sync the directory, then commit the index entry (in that order; see the
+ * top of this file).  On failure the tmp file is removed.  This blocks on
+ * the disk: fills use cache_publish_async, small manifests this.
+ */
+int
+cache_publish(int fd, const char *tmp, const char *digest, uint64_t size,
+    const char *media_type, const char *upstream, const char *repo)
+{
+	char	path[PATH_MAX];
+	int	err;
+
+	if (cache_blob_path(digest, path, sizeof(path)) == -1) {
+		unlink(tmp);
+		return -1;
+	}
+	if (store_publish_files(fd, tmp, path, &err) == -1) {
+		errno = err;
+		log_warn("store: cannot publish %s", digest);
+		return -1;
+	}
+	if (err != 0) {
+		errno = err;
+		log_warn("store: fsync of the directory of %s", path);
+	}
+	return store_publish_index(path, digest, size, media_type, upstream,
+	    repo);
+}
+
+/*
+ * Publishing a fill in the background.  fdatasync of a large blob can take
+ * seconds on a busy disk, which must not stop the event loop: one worker
+ * thread does the file half (sync, rename, sync the directory) and reports
+ * through a pipe; the index half runs back on the loop, where the index
+ * lives.  The caller's completion is looked up by its id.
+ */
+struct publish_job {
+	TAILQ_ENTRY(publish_job) entry;
+	int		 fd;
+	char		*tmp;
+	char		 path[PATH_MAX];
+	char		 digest[V2_DIGEST_MAX + 1];
+	uint64_t	 size;
+	char		*upstream;
+	char		*repo;
+	uint64_t	 id;
+	void		(*done)(uint64_t, int);
+	int		 ok;
+	int		 err;
+};
+TAILQ_HEAD(publish_list, publish_job);
+
+static struct {
+	pthread_t		thread;
+	int			running;
+	int			stop;
+	pthread_mutex_t		lock;
+	pthread_cond_t		cond;
+	struct publish_list	todo;
+	struct publish_list	done;
+	int			pipe[2];
+	struct event		*ev;
+} pub = { .lock = PTHREAD_MUTEX_INITIALIZER,
+	  .cond = PTHREAD_COND_INITIALIZER,
+	  .todo = TAILQ_HEAD_INITIALIZER(pub.todo),
+	  .done = TAILQ_HEAD_INITIALIZER(pub.done),
+	  .pipe = { -1, -1 } };
+
+static void *
+publish_worker(void *arg)
+{
+	struct publish_job	*j;
+	char			 c = 1;
+
+	pthread_mutex_lock(&pub.lock);
+	for (;;) {
+		while (TAILQ_EMPTY(&pub.todo) && !pub.stop)
+			pthread_cond_wait(&pub.cond, &pub.lock);
+		if ((j = TAILQ_FIRST(&pub.todo)) == NULL)
+			break;		/* stopping, nothing left */
+		TAILQ_REMOVE(&pub.todo, j, entry);
+		pthread_mutex_unlock(&pub.lock);
+		j->ok = store_publish_files(j->fd, j->tmp, j->path,
+		    &j->err) == 0;
+		pthread_mutex_lock(&pub.lock);
+		TAILQ_INSERT_TAIL(&pub.done, j, entry);
+		if (write(pub.pipe[1], &c, 1) == -1 && errno != EAGAIN)
+			break;
+	}
+	pthread_mutex_unlock(&pub.lock);
+	return NULL;
+}
+
+/* Back on the loop: the index half and the caller's completion. */
+static void
+publish_complete(evutil_socket_t fd, short what, void *arg)
+{
+	struct publish_job	*j;
+	char			 buf[64];
+
+	while (read(pub.pipe[0], buf, sizeof(buf)) > 0)
+		;
+	for (;;) {
+		pthread_mutex_lock(&pub.lock);
+		if ((j = TAILQ_FIRST(&pub.done)) != NULL)
+			TAILQ_REMOVE(&pub.done, j, entry);
+		pthread_mutex_unlock(&pub.lock);
+		if (j == NULL)
+			break;
+		if (!j->ok) {
+			errno = j->err;
+			log_warn("store: cannot publish %s", j->digest);
+		} else {
+			if (j->err != 0) {
+				errno = j->err;
+				log_warn("store: fsync of the directory of %s",
+				    j->path);
+			}
+			j->ok = store_publish_index(j->path, j->digest,
+			    j->size, NULL, j->upstream, j->repo) == 0;
+		}
+		j->done(j->id, j->ok);
+		free(j->tmp);
+		free(j->upstream);
+		free(j->repo);
+		free(j);
+	}
+}
+
+static int
+publish_start(void)
+{
+	if (pub.running)
+		return 0;
+	if (pipe2(pub.pipe, O_CLOEXEC | O_NONBLOCK) == -1)
+		return -1;
+	if ((pub.ev = event_new(ev_base, pub.pipe[0], EV_READ | EV_PERSIST,
+	    publish_complete, NULL)) == NULL ||
+	    event_add(pub.ev, NULL) == -1)
+		return -1;
+	pub.stop = 0;
+	if (pthread_create(&pub.thread, NULL, publish_worker, NULL) != 0)
+		return -1;
+	pub.running = 1;
+	return 0;
+}
+
+/*
+ * Publish a verified fill in the background; done(id, ok) runs on the
+ * loop afterwards.  fd must stay open until then.  Falls back to doing it
+ * here when no thread can be had.
+ */
+void
+cache_publish_async(int fd, const char *tmp, const char *digest,
+    uint64_t size, const char *upstream, const char *repo, uint64_t id,
+    void (*done)(uint64_t, int))
+{
+	struct publish_job	*j;
+
+	if (ev_base == NULL || publish_start() == -1) {
+		done(id, cache_publish(fd, tmp, digest, size, NULL, upstream,
+		    repo) == 0);
+		return;
+	}
+	j = xcalloc(1, sizeof(*j));
+	j->fd = fd;
+	j->tmp = xstrdup(tmp);
+	if (cache_blob_path(digest, j->path, sizeof(j->path)) == -1)
+		fatalx("%s: bad digest", __func__);
+	snprintf(j->digest, sizeof(j->digest), "%s", digest);
+	j->size = size;
+	j->upstream = xstrdup(upstream);
+	j->repo = xstrdup(repo);
+	j->id = id;
+	j->done = done;
+	pthread_mutex_lock(&pub.lock);
+	TAILQ_INSERT_TAIL(&pub.todo, j, entry);
+	pthread_cond_signal(&pub.cond);
+	pthread_mutex_unlock(&pub.lock);
+}
+
+/* Finish every queued publish, then stop the worker (at shutdown). */
+void
+cache_publish_drain(void)
+{
+	if (!pub.running)
+		return;
+	pthread_mutex_lock(&pub.lock);
+	pub.stop = 1;
+	pthread_cond_signal(&pub.cond);
+	pthread_mutex_unlock(&pub.lock);
+	pthread_join(pub.thread, NULL);
+	pub.running = 0;
+	publish_complete(-1, 0, NULL);
+	event_free(pub.ev);
+	pub.ev = NULL;
+	close(pub.pipe[0]);
+	close(pub.pipe[1]);
+	pub.pipe[0] = pub.pipe[1] = -1;
 }
 
 /*

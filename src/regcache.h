@@ -342,6 +342,7 @@ struct evbuffer *v2_output(struct exchange *);
 /* cache_fill.c: one upstream fetch per digest, streamed to every reader. */
 enum fill_state {
 	FILL_RUNNING,
+	FILL_PUBLISHING,	/* verified; being made durable */
 	FILL_DONE,		/* verified and published */
 	FILL_FAILED,		/* readers must abort */
 	FILL_UPSTREAM_ERROR	/* the upstream said no: pass it on */
@@ -539,6 +540,9 @@ int	 cache_blob_path(const char *, char *, size_t);
 int	 cache_tmp_create(const char *, char **);
 int	 cache_publish(int, const char *, const char *, uint64_t,
 	    const char *, const char *, const char *);
+void	 cache_publish_async(int, const char *, const char *, uint64_t,
+	    const char *, const char *, uint64_t, void (*)(uint64_t, int));
+void	 cache_publish_drain(void);
 int	 cache_blob_open(const char *, struct idx_blob *);
 int	 cache_blob_remove(const char *);
 int	 cache_blob_read(const char *, struct evbuffer *, struct idx_blob *,

@@ -314,7 +314,8 @@ blob_pump(struct exchange *ex)
 		return;
 	}
 	/* A fill's reader ends only once the fill is verified. */
-	if (src->pos >= src->end && (f == NULL || f->state == FILL_DONE)) {
+	if (src->pos >= src->end && (f == NULL || f->state == FILL_DONE ||
+	    f->state == FILL_PUBLISHING)) {
 		fill_leave(&src->reader);
 		v2_reply_finish(ex);	/* may free ex */
 	}
@@ -521,7 +522,8 @@ blob_fill_event(struct fill_reader *r, enum fill_event ev)
 	case FILL_EV_DONE:
 		if (!ex->started)
 			return;
-		if (ev == FILL_EV_DONE && src->open_end)
+		if (src->open_end && (f->state == FILL_PUBLISHING ||
+		    f->state == FILL_DONE))
 			src->end = f->written;
 		blob_pump(ex);
 		return;
