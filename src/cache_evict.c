@@ -67,9 +67,12 @@ int
 cache_evict_run(uint64_t target, int64_t idle_cutoff, int dry)
 {
 	struct victims	 vs;
-	uint64_t	 total = idx_total_bytes();
+	uint64_t	 total;
 	size_t		 i;
 	int		 n = 0;
+
+	idx_resync();	/* totals right even after regcache gc or verify */
+	total = idx_total_bytes();
 
 	if (total <= target && idle_cutoff == 0)
 		return 0;
@@ -108,6 +111,16 @@ pct(uint64_t v, int p)
 	return v / 100 * (uint64_t)p + v % 100 * (uint64_t)p / 100;
 }
 
+/* The largest blob worth caching: one that fits under the low water mark
+ * (a bigger one would evict everything and then itself). */
+uint64_t
+cache_blob_limit(void)
+{
+	if (conf->cache_max_bytes == 0)
+		return UINT64_MAX;
+	return pct(conf->cache_max_bytes, conf->cache_low_water);
+}
+
 /* Before a fill of size bytes: evict so that it fits under the high water
  * mark together with the other fills in flight. */
 void
@@ -142,8 +155,8 @@ cache_evict_tick(evutil_socket_t fd, short what, void *arg)
 {
 	int64_t	cutoff = 0;
 
-	idx_flush_touches();
 	idx_resync();	/* regcache gc or verify may have removed blobs */
+	idx_flush_touches();
 	if (conf->cache_max_idle_s > 0)
 		cutoff = (int64_t)time(NULL) - conf->cache_max_idle_s;
 	if (conf->cache_max_bytes > 0 && idx_total_bytes() +

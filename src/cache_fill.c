@@ -226,7 +226,12 @@ fill_on_headers(struct upreq *ur, int status, struct evkeyvalq *h, void *arg)
 		if (*cl != '\0' && *end == '\0' && n >= 0)
 			f->size = n;
 	}
-	if (f->size >= 0) {
+	if (f->size >= 0 && (uint64_t)f->size > cache_blob_limit()) {
+		/* Streamed to its readers, verified, but not kept. */
+		log_info("fill %s: %lld bytes is more than the cache budget "
+		    "takes: not caching it", f->digest, (long long)f->size);
+		f->no_store = 1;
+	} else if (f->size >= 0) {
 		f->reserved = (uint64_t)f->size;
 		fill_bytes_inflight += f->reserved;
 		cache_make_room((uint64_t)f->size);
@@ -337,9 +342,19 @@ fill_on_done(struct upreq *ur, enum up_error err, const char *cause,
 		fill_fail(f, "the bytes do not match the digest");
 		return;
 	}
+	f->size = (int64_t)f->written;
+	if (f->no_store || f->written > cache_blob_limit()) {
+		unlink(f->tmp);
+		free(f->tmp);
+		f->tmp = NULL;
+		fill_bytes_inflight -= f->reserved;
+		f->reserved = 0;
+		f->state = FILL_DONE;
+		fill_notify(f, FILL_EV_DONE);
+		return;
+	}
 	/* Verified: readers may have every byte now, while the file is
 	 * made durable and indexed in the background. */
-	f->size = (int64_t)f->written;
 	f->state = FILL_PUBLISHING;
 	fill_notify(f, FILL_EV_DATA);
 	cache_publish_async(f->fd, f->tmp, f->digest, f->written,

@@ -87,6 +87,7 @@ static struct {
 	size_t			 ix_maxkey;
 	uint64_t		 ix_total_bytes;
 	size_t			 ix_txnid;	/* newest we know of */
+	int			 ix_foreign;	/* another process wrote */
 	uint64_t		 ix_nblobs;
 	uint64_t		 ix_gen;	/* bumped by every write */
 	/* Pending touches: open addressing, linear probing. */
@@ -258,6 +259,10 @@ idx_wtxn_begin(MDB_txn **txn)
 		*txn = NULL;
 		return -1;
 	}
+	/* Our transaction ids follow each other unless someone else's
+	 * came between: then our totals may be wrong. */
+	if (mdb_txn_id(*txn) != idx.ix_txnid + 1)
+		idx.ix_foreign = 1;
 	return 0;
 }
 
@@ -625,8 +630,12 @@ idx_count_totals(void)
 void
 idx_resync(void)
 {
-	if (idx.ix_env == NULL || idx_last_txnid() == idx.ix_txnid)
+	if (idx.ix_env == NULL || (!idx.ix_foreign &&
+	    idx_last_txnid() == idx.ix_txnid))
 		return;
+	idx.ix_foreign = 0;
+	/* Reader slots of killed tools would pin old pages. */
+	mdb_reader_check(idx.ix_env, &(int){ 0 });
 	log_debug("%s: the index changed under us: recounting", __func__);
 	idx_count_totals();
 }

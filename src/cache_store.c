@@ -263,6 +263,7 @@ static struct {
 	pthread_t		thread;
 	int			running;
 	int			stop;
+	int			failed;
 	pthread_mutex_t		lock;
 	pthread_cond_t		cond;
 	struct publish_list	todo;
@@ -341,17 +342,32 @@ publish_start(void)
 {
 	if (pub.running)
 		return 0;
-	if (pipe2(pub.pipe, O_CLOEXEC | O_NONBLOCK) == -1)
+	if (pub.failed)
 		return -1;
+	if (pipe2(pub.pipe, O_CLOEXEC | O_NONBLOCK) == -1)
+		goto fail;
 	if ((pub.ev = event_new(ev_base, pub.pipe[0], EV_READ | EV_PERSIST,
 	    publish_complete, NULL)) == NULL ||
 	    event_add(pub.ev, NULL) == -1)
-		return -1;
+		goto fail;
 	pub.stop = 0;
 	if (pthread_create(&pub.thread, NULL, publish_worker, NULL) != 0)
-		return -1;
+		goto fail;
 	pub.running = 1;
 	return 0;
+ fail:
+	/* Publish in place from now on rather than retry every time. */
+	log_warn("store: no publish worker");
+	pub.failed = 1;
+	if (pub.ev != NULL)
+		event_free(pub.ev);
+	pub.ev = NULL;
+	if (pub.pipe[0] != -1) {
+		close(pub.pipe[0]);
+		close(pub.pipe[1]);
+	}
+	pub.pipe[0] = pub.pipe[1] = -1;
+	return -1;
 }
 
 /*
@@ -447,7 +463,10 @@ cache_blob_remove(const char *digest)
 {
 	char	path[PATH_MAX];
 
-	idx_blob_del(digest);
+	/* The file goes only with its entry: an entry kept by a failed
+	 * delete must not point at nothing. */
+	if (idx_blob_del(digest) == -1)
+		return -1;
 	if (cache_blob_path(digest, path, sizeof(path)) == -1)
 		return -1;
 	if (unlink(path) == -1 && errno != ENOENT) {

@@ -383,6 +383,7 @@ struct fill {
 	int			 status;	/* the upstream's */
 	enum up_error		 up_error;
 	int			 disk_error;
+	int			 no_store;	/* too big for the budget */
 	struct evkeyvalq	 err_headers;
 	struct evbuffer		*err_body;
 	TAILQ_HEAD(, fill_reader) readers;
@@ -399,6 +400,7 @@ void		 fill_shutdown(void);
 
 /* cache_evict.c: the byte budget. */
 void	 cache_make_room(uint64_t);
+uint64_t cache_blob_limit(void);
 void	 cache_after_store(void);
 int	 cache_evict_start(void);
 void	 cache_evict_stop(void);

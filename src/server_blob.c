@@ -202,6 +202,11 @@ blob_begin(struct exchange *ex, struct blobsrc *src, int64_t size)
 	char		len[32], cr[96];
 	int		rc = 0;
 
+	if (blob_not_modified(ex)) {	/* before Range (RFC 9110 13.2.2) */
+		blob_headers(ex, NULL);
+		blob_reply_empty(ex, 304);
+		return 0;
+	}
 	if (size >= 0)
 		rc = blob_range(ex, (uint64_t)size, &start, &end);
 	if (rc == -1) {
@@ -221,12 +226,6 @@ blob_begin(struct exchange *ex, struct blobsrc *src, int64_t size)
 		blob_headers(ex, len);
 	} else
 		blob_headers(ex, NULL);		/* chunked */
-	if (blob_not_modified(ex)) {
-		evhttp_remove_header(evhttp_request_get_output_headers(ex->req),
-		    "Content-Length");
-		blob_reply_empty(ex, 304);
-		return 0;
-	}
 	if (rc == 1) {
 		snprintf(cr, sizeof(cr), "bytes %" PRIu64 "-%" PRIu64 "/%"
 		    PRId64, start, end - 1, size);
@@ -282,15 +281,21 @@ blob_pump(struct exchange *ex)
 	for (;;) {
 		if (evbuffer_get_length(v2_output(ex)) >= high)
 			return;
-		avail = src->resuming ? src->resume_from : src->end;
+		avail = src->end;
+		if (src->resuming && src->resume_from < avail)
+			avail = src->resume_from;
 		if (f != NULL && fill_available(f) < avail)
 			avail = fill_available(f);
+		/* Until the fill is verified, the last byte of what this
+		 * client asked for waits too: a range that ends early must
+		 * not arrive whole if the blob turns out wrong. */
+		if (f != NULL && f->state == FILL_RUNNING &&
+		    avail == src->end && avail > 0)
+			avail--;
 		if (src->pos >= avail)
 			break;
 		n = avail - src->pos < BLOB_CHUNK ? avail - src->pos :
 		    BLOB_CHUNK;
-		if (src->seg != NULL && n < BLOB_CHUNK && f == NULL)
-			n = avail - src->pos;	/* the rest, in one go */
 		if ((buf = evbuffer_new()) == NULL)
 			fatalx("%s: evbuffer_new", __func__);
 		if (src->seg != NULL) {
@@ -484,7 +489,10 @@ blob_resume(struct exchange *ex, struct fill *f)
 {
 	struct blobsrc	*src = ex->src;
 
-	if (src->open_end || (src->md = EVP_MD_CTX_new()) == NULL ||
+	/* The hash can be finished only for a body that runs to the end of
+	 * the blob; a shorter range just fails. */
+	if (src->open_end || f->size < 0 || src->end != (uint64_t)f->size ||
+	    (src->md = EVP_MD_CTX_new()) == NULL ||
 	    EVP_MD_CTX_copy_ex(src->md, f->md) != 1 ||
 	    (src->tail = evbuffer_new()) == NULL || src->pos > f->written) {
 		v2_abort(ex, "fill failed");
@@ -509,6 +517,11 @@ blob_fill_event(struct fill_reader *r, enum fill_event ev)
 	src = ex->src;
 	switch (ev) {
 	case FILL_EV_HEAD:
+		/* Without a size the reply could only be close-delimited or
+		 * chunked, where a failed fill can look complete: wait for
+		 * the verified blob and answer with its length. */
+		if (f->size < 0 && f->state == FILL_RUNNING)
+			return;
 		if ((src->fd = dup(f->fd)) == -1) {
 			log_warn("blob %s: dup", ex->p.ref);
 			fill_leave(r);
@@ -520,6 +533,11 @@ blob_fill_event(struct fill_reader *r, enum fill_event ev)
 		return;
 	case FILL_EV_DATA:
 	case FILL_EV_DONE:
+		if (!ex->started && src->fd == -1 && f->state != FILL_RUNNING) {
+			/* A fill of unknown size is verified: begin now. */
+			blob_fill_event(r, FILL_EV_HEAD);
+			return;
+		}
 		if (!ex->started)
 			return;
 		if (src->open_end && (f->state == FILL_PUBLISHING ||
@@ -529,6 +547,14 @@ blob_fill_event(struct fill_reader *r, enum fill_event ev)
 		return;
 	case FILL_EV_UPSTREAM_ERROR:
 		fill_leave(r);
+		if (strcmp(f->upstream_name, ex->rt.upstream->cfg->name) != 0 ||
+		    strcmp(f->repo, ex->rt.name) != 0) {
+			/* Refused for another repository: ask for ours. */
+			blob_src_free(ex);
+			if (blob_handle(ex) == -1)
+				v2_passthrough(ex);
+			return;
+		}
 		blob_fill_refused(ex, f);
 		return;
 	case FILL_EV_FAILED:

@@ -73,6 +73,7 @@ struct mop {
 	unsigned		 mask;		/* the client's Accept class */
 	char			 cls[8];
 	struct idx_tag		 tag;		/* the mapping we have, if any */
+	char			 target[V2_DIGEST_MAX + 1]; /* GET_DIGEST of */
 	int			 have_tag;
 	int			 status;
 	char			*ctype;
@@ -314,9 +315,16 @@ mf_request(struct exchange *ex, enum mop_step step, const char *ref)
 	struct mop	*m = ex->mop;
 	char		*path, *scope;
 
-	mf_flight_end(m);	/* a follow-up request leads anew */
-	if (mf_flight_join(ex, step, ref))
+	if (ref != m->target)
+		snprintf(m->target, sizeof(m->target), "%s", ref);
+	if (m->lead != NULL) {
+		/* A follow-up request: the waiters follow it too, instead
+		 * of all running again and asking the upstream each. */
+		free(m->lead->key);
+		m->lead->key = mf_flight_key(ex, step, m->target);
+	} else if (mf_flight_join(ex, step, m->target))
 		return;
+	ref = m->target;
 	m->step = step;
 	m->status = 0;
 	free(m->ctype);
@@ -452,6 +460,8 @@ mf_store_body(struct exchange *ex, const char *digest, const char *ctype)
 	int		 fd, rc;
 	size_t		 len = evbuffer_get_length(m->body);
 
+	if (idx_blob_get(digest, &(struct idx_blob){ 0 }) == 0)
+		return 0;	/* the same bytes are there already */
 	if ((fd = cache_tmp_create(digest, &tmp)) == -1)
 		return -1;
 	rc = fd_write_all(fd, evbuffer_pullup(m->body, -1), len);
@@ -487,8 +497,7 @@ mf_up_headers(struct upreq *ur, int status, struct evkeyvalq *h, void *arg)
 	headers_copy(&m->pass, h, "RateLimit-Limit");
 	headers_copy(&m->pass, h, "RateLimit-Remaining");
 	headers_copy(&m->pass, h, "Docker-RateLimit-Source");
-	if (status != 200)
-		headers_copy(&m->pass, h, "Content-Length");
+
 }
 
 static void
@@ -519,8 +528,7 @@ mf_got_manifest(struct exchange *ex)
 		    "the upstream's manifest is over 4 MiB", "too big");
 		return;
 	}
-	want = m->step == MOP_GET_DIGEST ? ex->p.ref_is_digest ? ex->p.ref :
-	    m->tag.digest : m->dcd;
+	want = m->step == MOP_GET_DIGEST ? m->target : m->dcd;
 	mf_digest_of(m->body, want != NULL && strncmp(want, "sha512:", 7) ==
 	    0 ? "sha512" : "sha256", digest, sizeof(digest));
 	if (want != NULL && strcmp(want, digest) != 0) {
@@ -593,21 +601,24 @@ mf_done(struct exchange *ex, enum up_error err, const char *cause)
 			mf_store_tag(ex, d, m->tag.media_type, 0);
 			if (mf_serve_cached(ex, m->tag.digest, NULL) == 0)
 				return;
-			/* m->tag.digest, not d: mf_request frees m->dcd. */
-			mf_request(ex, MOP_GET_DIGEST, m->tag.digest);
+			/* Not d: mf_request frees m->dcd. */
+			snprintf(m->target, sizeof(m->target), "%s",
+			    m->tag.digest);
+			mf_request(ex, MOP_GET_DIGEST, m->target);
 			return;
 		}
 		/* Changed: fetch the new digest (unless we hold it already).
 		 * Without a digest in the answer, fetch by tag. */
 		if (d != NULL && v2_digest_valid(d) && m->ctype != NULL &&
 		    mf_type_bit(m->ctype) != 0) {
-			snprintf(m->tag.digest, sizeof(m->tag.digest), "%s", d);
+			/* m->tag keeps the old digest for stale-if-error. */
+			snprintf(m->target, sizeof(m->target), "%s", d);
 			if (idx_blob_get(d, &(struct idx_blob){ 0 }) == 0) {
 				mf_store_tag(ex, d, m->ctype, 0);
-				if (mf_serve_cached(ex, m->tag.digest, NULL) == 0)
+				if (mf_serve_cached(ex, m->target, NULL) == 0)
 					return;
 			}
-			mf_request(ex, MOP_GET_DIGEST, m->tag.digest);
+			mf_request(ex, MOP_GET_DIGEST, m->target);
 			return;
 		}
 		mf_request(ex, MOP_GET_TAG, ex->p.ref);
