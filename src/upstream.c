@@ -38,14 +38,32 @@ struct upreq {
 	char			*sent_token;	/* bearer sent, to forget on 401 */
 
 	struct httpx		*x;		/* the exchange in flight */
-	struct httpx		*tx;		/* a token request in flight */
-	struct evbuffer		*tbody;
-	int			 token_failed;
+	struct token_flight	*tfl;		/* the token request we wait on */
+	TAILQ_ENTRY(upreq)	 tentry;
 
 	int			 busy;
 	int			 cancelled;
 	int			 paused;
 };
+
+/*
+ * One token request answers every upstream request that needs the same
+ * token (realm, service, scope) at the same time: a burst of cold pulls
+ * asks the token service once, not once per request.
+ */
+struct token_flight {
+	TAILQ_ENTRY(token_flight) entry;
+	struct upstream		*up;
+	char			*key;
+	struct httpx		*tx;
+	struct evbuffer		*body;
+	int			 failed;
+	TAILQ_HEAD(, upreq)	 waiters;
+};
+static TAILQ_HEAD(, token_flight) token_flights =
+    TAILQ_HEAD_INITIALIZER(token_flights);
+
+static void	token_flight_free(struct token_flight *);
 
 static struct upstream	*upstreams;
 static size_t		 nupstreams;
@@ -115,6 +133,12 @@ upstream_shutdown(void)
 {
 	size_t	i;
 
+	struct token_flight	*fl;
+
+	while ((fl = TAILQ_FIRST(&token_flights)) != NULL) {
+		TAILQ_REMOVE(&token_flights, fl, entry);
+		token_flight_free(fl);
+	}
 	httpx_pool_flush();
 	for (i = 0; i < nupstreams; i++) {
 		auth_tokens_free(&upstreams[i]);
@@ -215,10 +239,8 @@ upreq_free(struct upreq *ur)
 {
 	if (ur->x != NULL)
 		httpx_cancel(ur->x);
-	if (ur->tx != NULL)
-		httpx_cancel(ur->tx);
-	if (ur->tbody != NULL)
-		evbuffer_free(ur->tbody);
+	if (ur->tfl != NULL)
+		TAILQ_REMOVE(&ur->tfl->waiters, ur, tentry);
 	evhttp_clear_headers(&ur->hdrs);
 	url_clear(&ur->target);
 	free(ur->sent_token);
@@ -320,30 +342,40 @@ upreq_exchange(struct upreq *ur)
 		httpx_pause(ur->x);
 }
 
+static void
+token_flight_free(struct token_flight *fl)
+{
+	if (fl->tx != NULL)
+		httpx_cancel(fl->tx);
+	evbuffer_free(fl->body);
+	free(fl->key);
+	free(fl);
+}
+
 /* Token service answer collected: store the token and retry. */
 static void
 upreq_token_body(struct httpx *x, struct evbuffer *data, void *arg)
 {
-	struct upreq	*ur = arg;
+	struct token_flight	*fl = arg;
 
-	if (evbuffer_get_length(ur->tbody) + evbuffer_get_length(data) >
+	if (evbuffer_get_length(fl->body) + evbuffer_get_length(data) >
 	    TOKEN_BODY_MAX) {
-		ur->token_failed = 1;
+		fl->failed = 1;
 		return;
 	}
-	evbuffer_add_buffer(ur->tbody, data);
+	evbuffer_add_buffer(fl->body, data);
 }
 
 static void
 upreq_token_headers(struct httpx *x, int status, struct evkeyvalq *h,
     void *arg)
 {
-	struct upreq	*ur = arg;
+	struct token_flight	*fl = arg;
 
 	if (status != 200) {
 		log_warnx("upstream %s: token service answered %d",
-		    ur->up->cfg->name, status);
-		ur->token_failed = 1;
+		    fl->up->cfg->name, status);
+		fl->failed = 1;
 	}
 }
 
@@ -351,37 +383,49 @@ static void
 upreq_token_done(struct httpx *x, enum up_error err, const char *cause,
     void *arg)
 {
-	struct upreq		*ur = arg;
+	struct token_flight	*fl = arg;
 	struct token_response	 tr;
+	struct upreq		*w;
+	enum up_error		 werr = UP_OK;
+	const char		*wcause = NULL;
 	char			 e[256];
-	size_t			 len;
+	time_t			 expiry = 0;
 
-	CHECK_MAGIC(ur, UPREQ_MAGIC);
-	ur->tx = NULL;
+	fl->tx = NULL;
+	TAILQ_REMOVE(&token_flights, fl, entry);
+	memset(&tr, 0, sizeof(tr));
 	if (err != UP_OK) {
-		log_warnx("upstream %s: token service: %s", ur->up->cfg->name,
+		log_warnx("upstream %s: token service: %s", fl->up->cfg->name,
 		    cause);
-		upreq_finish(ur, err == UP_ERR_TIMEOUT ? err : UP_ERR_AUTH,
-		    cause);
-		return;
+		werr = err == UP_ERR_TIMEOUT ? err : UP_ERR_AUTH;
+		wcause = cause;
+	} else if (fl->failed || auth_parse_token_response(
+	    (const char *)evbuffer_pullup(fl->body, -1),
+	    evbuffer_get_length(fl->body), &tr, e, sizeof(e)) == -1) {
+		if (!fl->failed)
+			log_warnx("upstream %s: %s", fl->up->cfg->name, e);
+		werr = UP_ERR_AUTH;
+		wcause = "token service refused";
+	} else {
+		expiry = auth_token_expiry(&tr, time(NULL));
+		log_debug("%s: token for %s, %ld s, %s", __func__, fl->key,
+		    tr.expires_in, TAILQ_EMPTY(&fl->waiters) ? "no waiter" :
+		    "waking the waiters");
 	}
-	len = evbuffer_get_length(ur->tbody);
-	if (ur->token_failed || auth_parse_token_response(
-	    (const char *)evbuffer_pullup(ur->tbody, -1), len, &tr, e,
-	    sizeof(e)) == -1) {
-		if (!ur->token_failed)
-			log_warnx("upstream %s: %s", ur->up->cfg->name, e);
-		upreq_finish(ur, UP_ERR_AUTH, "token service refused");
-		return;
+	/* A waiter may cancel others from its callbacks: they leave the
+	 * list themselves, so always take the first. */
+	while ((w = TAILQ_FIRST(&fl->waiters)) != NULL) {
+		TAILQ_REMOVE(&fl->waiters, w, tentry);
+		w->tfl = NULL;
+		if (werr != UP_OK) {
+			upreq_finish(w, werr, wcause);
+			continue;
+		}
+		auth_token_store(w->up, w->scope, tr.token, expiry);
+		upreq_exchange(w);
 	}
-	auth_token_store(ur->up, ur->scope, tr.token,
-	    auth_token_expiry(&tr, time(NULL)));
-	log_debug("%s: upreq %llu: token for \"%s\", %ld s", __func__,
-	    (unsigned long long)ur->id, ur->scope, tr.expires_in);
 	auth_token_response_clear(&tr);
-	evbuffer_free(ur->tbody);
-	ur->tbody = NULL;
-	upreq_exchange(ur);
+	token_flight_free(fl);
 }
 
 static const struct httpx_cb upreq_token_cb = {
@@ -396,7 +440,8 @@ upreq_fetch_token(struct upreq *ur, const struct auth_challenge *ch)
 	struct evkeyvalq	 h;
 	struct url		 u;
 	char			*full, *svc = NULL, *scope = NULL, *cred, *b64;
-	char			*auth;
+	char			*auth, *key;
+	struct token_flight	*fl;
 	const char		*want = ch->scope != NULL ? ch->scope :
 				    ur->scope;
 
@@ -412,12 +457,21 @@ upreq_fetch_token(struct upreq *ur, const struct auth_challenge *ch)
 	    scope ? (svc ? "&scope=" : "scope=") : "", scope ? scope : "");
 	free(svc);
 	free(scope);
+	/* The token request is the same for everyone: join one in flight. */
+	TAILQ_FOREACH(fl, &token_flights, entry) {
+		if (fl->up == ur->up && strcmp(fl->key, full) == 0) {
+			free(full);
+			ur->tfl = fl;
+			TAILQ_INSERT_TAIL(&fl->waiters, ur, tentry);
+			return 0;
+		}
+	}
 	if (url_parse(full, &u) == -1) {
 		log_warnx("upstream %s: bad realm in challenge", cfg->name);
 		free(full);
 		return -1;
 	}
-	free(full);
+	key = full;
 	TAILQ_INIT(&h);
 	if (cfg->username != NULL && cfg->tls && !u.tls)
 		log_warnx("upstream %s: token realm is plain http: not "
@@ -434,12 +488,19 @@ upreq_fetch_token(struct upreq *ur, const struct auth_challenge *ch)
 		free(auth);
 	}
 	evhttp_add_header(&h, "Accept", "application/json");
-	ur->tbody = evbuffer_new();
-	ur->token_failed = 0;
-	ur->tx = httpx_start(&u, upreq_ctx(ur->up, &u), 0, EVHTTP_REQ_GET, &h,
-	    &upreq_token_cb, ur);
+	fl = xcalloc(1, sizeof(*fl));
+	fl->up = ur->up;
+	fl->key = key;
+	TAILQ_INIT(&fl->waiters);
+	if ((fl->body = evbuffer_new()) == NULL)
+		fatalx("%s: evbuffer_new", __func__);
+	TAILQ_INSERT_TAIL(&token_flights, fl, entry);
+	fl->tx = httpx_start(&u, upreq_ctx(ur->up, &u), 0, EVHTTP_REQ_GET, &h,
+	    &upreq_token_cb, fl);
 	evhttp_clear_headers(&h);
 	url_clear(&u);
+	ur->tfl = fl;
+	TAILQ_INSERT_TAIL(&fl->waiters, ur, tentry);
 	return 0;
 }
 
@@ -537,7 +598,7 @@ upreq_on_headers(struct httpx *x, int status, struct evkeyvalq *h, void *arg)
 		 * (or now, for Basic). */
 		httpx_cancel(x);
 		ur->x = NULL;
-		if (ur->tx == NULL)
+		if (ur->tfl == NULL)
 			upreq_exchange(ur);
 		return;
 	}
