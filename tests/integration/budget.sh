@@ -6,6 +6,11 @@
 # from the upstream).  Then four pulls at once, with their fills in flight
 # together, stay within the same bound.  `regcache verify` finds the index
 # and the files consistent afterwards.
+#
+# Then a second daemon with a 2 MiB budget (low_water 85): two small images
+# are cached, then an image whose layer is bigger than the whole budget
+# pulls and verifies, its layer is not left under blobs/, and the small
+# images' blobs are all still cached (not evicted to make room for it).
 # Variables like up_URL and rc_ADDR are set indirectly (printf -v).
 # shellcheck disable=SC2154
 set -eu
@@ -22,7 +27,7 @@ require_cmd docker-registry skopeo python3 curl jq sha256sum du
 require_regcache
 N=8
 NCONC=4
-plan $((2 * N + 2 * NCONC + 9))
+plan $((2 * N + 2 * NCONC + 9 + 8))
 
 BUDGET=$((8 * 1024 * 1024))
 registry_start_plain up
@@ -111,3 +116,57 @@ else
 fi
 check "regcache is still running" regcache_alive rc
 check "regcache exits 0 on SIGTERM, with no sanitizer report" regcache_stop rc
+
+# --- a blob bigger than the budget ---------------------------------------------------------
+for s in s1 s2; do
+  DIGEST[$s]=$(mkimage "$TESTDIR/img-$s" --seed "budget-small-$s" --layers 2 --layer-size 150000)
+  registry_push_dir up "$TESTDIR/img-$s" "test/$s:latest" >/dev/null
+done
+DIGEST[big]=$(mkimage "$TESTDIR/img-big" --seed budget-big --layers 1 --layer-size 3000000)
+registry_push_dir up "$TESTDIR/img-big" test/big:latest >/dev/null
+BIGL=$(jq -r '.layers[0].digest' "$TESTDIR/img-big/blobs/sha256/${DIGEST[big]#sha256:}")
+BIG_SIZE=$(stat -c %s "$TESTDIR/img-big/blobs/sha256/${BIGL#sha256:}")
+SMALL_BUDGET=$((2 * 1024 * 1024))
+diag "big layer $BIGL: $BIG_SIZE bytes; budget $SMALL_BUDGET"
+DATA2=$TESTDIR/data2
+regcache_start rc2 "{
+  \"listen\": [\"127.0.0.1:@PORT@\"],
+  \"data_dir\": \"$DATA2\",
+  \"cache\": {\"max_bytes\": \"2MiB\", \"low_water\": 85},
+  \"upstreams\": [ {\"name\": \"up\", \"url\": \"$up_URL\"} ]
+}"
+pull2() {
+  rm -rf "$TESTDIR/out-$1"
+  skopeo_run copy --quiet --src-tls-verify=false "docker://$rc2_ADDR/test/$1:latest" \
+    "dir:$TESTDIR/out-$1" && verify_dir_digests "$TESTDIR/out-$1" "${DIGEST[$1]}"
+}
+blob2() { local h=${1#sha256:}; printf '%s/blobs/sha256/%s/%s' "$DATA2" "${h:0:2}" "$h"; }
+SMALLB=$(for s in s1 s2; do
+  jq -r --arg s "$s" '(.config.digest), (.layers[].digest) | "\($s)/\(.)"' \
+    "$TESTDIR/img-$s/blobs/sha256/${DIGEST[$s]#sha256:}"
+done | sort -u)
+check "2 MiB budget: small image test/s1 pulls and verifies" pull2 s1
+check "2 MiB budget: small image test/s2 pulls and verifies" pull2 s2
+check "2 MiB budget: test/big (a $BIG_SIZE-byte layer, more than the budget) pulls and verifies" pull2 big
+tmp2_empty() { [ -z "$(ls -A "$DATA2/tmp" 2>/dev/null)" ]; }
+not_kept() {
+  wait_for "tmp/ to be empty" 10 tmp2_empty || { ls -la "$DATA2/tmp"; return 1; }
+  find "$DATA2/blobs" -type f -printf '%s %p\n'
+  [ ! -e "$(blob2 "$BIGL")" ] && [ -z "$(find "$DATA2/blobs" -type f -size +2048k)" ]
+}
+check "the big layer is not left under blobs/ (nor in tmp/)" not_kept
+small_kept() {
+  local sd d bad=0
+  for sd in $SMALLB; do
+    d=${sd#*/}
+    if [ ! -f "$(blob2 "$d")" ]; then echo "$d: no file"; bad=1; continue; fi
+    tcurl -I -o /dev/null -D "$TESTDIR/h2" "$rc2_URL/v2/test/${sd%%/*}/blobs/$d" || { bad=1; continue; }
+    grep -qi '^X-Cache: HIT' "$TESTDIR/h2" || { echo "$d: $(tr -d '\r' <"$TESTDIR/h2" | grep -i '^X-Cache')"; bad=1; }
+  done
+  return $bad
+}
+check "the small images' $(wc -w <<<"$SMALLB") blobs are all still cached (file present, HEAD says HIT)" small_kept
+u2=$(du -sb "$DATA2/blobs" | cut -f1)
+ok "$([ "$u2" -le "$SMALL_BUDGET" ]; echo $?)" "du -sb blobs/ stays within the 2 MiB budget ($u2)"
+check "test/big pulls and verifies again (streamed anew, still not kept)" pull2 big
+check "regcache (2 MiB budget) exits 0 on SIGTERM, with no sanitizer report" regcache_stop rc2

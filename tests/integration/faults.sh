@@ -15,6 +15,11 @@
 # back at the upstream while three clients read the same fill: all three
 # are cut off, none gets the last byte.  `regcache verify` finds nothing
 # wrong at the end.
+#
+# A Range read (bytes 0-999) of a cold blob whose upstream GET has byte 100
+# flipped: the fill is not verified, so the client never gets a clean 206
+# with all 1000 bytes (the last byte of the range is held back until the
+# blob verifies); nothing is cached and the next pull verifies.
 # Variables like up_URL and rc_URL are set indirectly (printf -v).
 # shellcheck disable=SC2154
 set -eu
@@ -31,11 +36,11 @@ require_cmd docker-registry skopeo python3 curl jq sha256sum
 require_regcache
 
 FAULTS="truncate flip reset cl-long cl-short noclen"
-plan $((6 * 6 + 8 + 3))
+plan $((6 * 6 + 5 + 8 + 3))
 
 registry_start_plain up
 declare -A DIGEST LAYER
-for f in $FAULTS gated; do
+for f in $FAULTS gated rangeflip; do
   DIGEST[$f]=$(mkimage "$TESTDIR/img-$f" --seed "fault-$f" --layers 1 --layer-size 300000)
   LAYER[$f]=$(jq -r '.layers[0].digest' "$TESTDIR/img-$f/blobs/sha256/${DIGEST[$f]#sha256:}")
   registry_push_dir up "$TESTDIR/img-$f" "test/$f:latest" >/dev/null
@@ -59,7 +64,9 @@ for f in $FAULTS; do
 done
 GATE=$TESTDIR/gate
 fake gated flip --gate "$GATE"
-UPS="$UPS{\"name\": \"gated\", \"url\": \"$fake_gated_URL\", \"prefix\": \"gated\"}"
+UPS="$UPS{\"name\": \"gated\", \"url\": \"$fake_gated_URL\", \"prefix\": \"gated\"},"
+fake rangeflip flip --flip-at 100
+UPS="$UPS{\"name\": \"rangeflip\", \"url\": \"$fake_rangeflip_URL\", \"prefix\": \"rangeflip\"}"
 
 DATA=$TESTDIR/data
 regcache_start rc "{
@@ -124,6 +131,33 @@ for f in $FAULTS; do
   n=$(count_lines "${!log}" '^fault ')
   ok "$([ "$n" -eq 1 ]; echo $?)" "$f: the recovery pull went through a clean upstream ($n faults in all)"
 done
+
+# --- a Range read of a cold blob whose byte 100 is flipped upstream ---------------
+f=rangeflip
+d=${LAYER[$f]}
+rc=0
+res=$(curl -q -s --max-time 20 -r 0-999 -o "$TESTDIR/body-$f" -w '%{http_code} %{size_download}' \
+  "$rc_URL/v2/$f/test/$f/blobs/$d") || rc=$?
+n=$(count_lines "$fake_rangeflip_LOG" "^fault flip /v2/test/$f/blobs/$d ")
+ok "$([ "$n" -eq 1 ]; echo $?)" "$f: the upstream spoiled byte 100 of the layer's GET ($n)"
+diag "$f: curl -r 0-999: exit $rc, status and bytes: ${res:-?}"
+clean=1
+case "$rc:$res" in
+  "0:206 1000" | "0:200 1000") clean=0 ;;
+esac
+ok "$([ "$clean" -eq 1 ]; echo $?)" \
+  "$f: Range 0-999 never ends as a clean 206 with 1000 wrong bytes (curl exit $rc, ${res:-?})"
+check "$f: no file for the digest under blobs/ or tmp/, the index does not know it" not_cached "$f"
+check "$f: once the upstream behaves, skopeo pulls the image, it verifies and is cached" \
+  recovers "$f"
+range_ok() {
+  local got want
+  want=$(head -c 1000 "$TESTDIR/img-$f/blobs/sha256/${d#sha256:}" | sha256sum)
+  got=$(tcurl -r 0-999 -D "$TESTDIR/h" "$rc_URL/v2/$f/test/$f/blobs/$d" | sha256sum)
+  tr -d '\r' <"$TESTDIR/h"
+  [ "$got" = "$want" ] && grep -q '^HTTP/1.1 206' "$TESTDIR/h" && grep -qi '^X-Cache: HIT' "$TESTDIR/h"
+}
+check "$f: the same Range now answers 206 with the right 1000 bytes from the cache" range_ok
 
 # --- three readers of one fill whose last half carries a flipped byte --------------
 d=${LAYER[gated]}

@@ -29,6 +29,10 @@ demand.  One mode per process:
               stall     the right body, held after its first half (--gate)
             With --gate FILE a faulted body stops after its first half until
             FILE exists (at most 60 s), so a test can act while it is held.
+            --flip-at N flips byte N instead of the middle one.
+            --digest-manifest-status CODE answers every GET of a manifest by
+            digest with CODE and an OCI error body instead of passing it
+            on; with --armed FILE only while FILE exists.
 
 Usage: fakeupstream.py MODE PORT [proxy-faulty options].  Logs one line per
 request to stdout (and one "fault FAULT PATH" line per injected fault).
@@ -197,13 +201,28 @@ class Faults:
         ap.add_argument("--count", type=int, default=1)
         ap.add_argument("--min-size", type=int, default=0)
         ap.add_argument("--gate")
+        ap.add_argument("--flip-at", type=int)
+        ap.add_argument("--digest-manifest-status", type=int)
+        ap.add_argument("--armed")
         a = ap.parse_args(argv)
         u = urllib.parse.urlsplit(a.target)
         if u.scheme != "http" or not u.port:
             ap.error("--target must be http://HOST:PORT")
         self.host, self.port = u.hostname, u.port
         self.fault, self.left, self.min_size, self.gate = a.fault, a.count, a.min_size, a.gate
+        self.flip_at, self.armed = a.flip_at, a.armed
+        self.digest_manifest_status = a.digest_manifest_status
         self.lock = threading.Lock()
+
+    def refuse(self, method, path):
+        """The status to answer instead of proxying, or None."""
+        if self.digest_manifest_status is None or method != "GET":
+            return None
+        if "/manifests/sha256:" not in path:
+            return None
+        if self.armed and not os.path.exists(self.armed):
+            return None
+        return self.digest_manifest_status
 
     def take(self, method, path, status, size):
         """Should this response be faulted?  Counts it if so."""
@@ -237,6 +256,13 @@ def proxy_faulty(conn, faults):
         line, headers = head
         method, path = line.split(" ")[0], line.split(" ")[1]
         log("request proxy-faulty", line)
+        refused = faults.refuse(method, path)
+        if refused is not None:
+            log("refused", refused, path)
+            body = b'{"errors":[{"code":"UNAVAILABLE","message":"refused by the test"}]}'
+            conn.sendall(b"HTTP/1.1 %d Refused\r\nContent-Type: application/json\r\n"
+                         b"Content-Length: %d\r\n\r\n" % (refused, len(body)) + body)
+            continue
         up = http.client.HTTPConnection(faults.host, faults.port, timeout=30)
         try:
             up.putrequest(method, path, skip_accept_encoding=True)
@@ -265,7 +291,8 @@ def proxy_faulty(conn, faults):
         log("fault", fault, path, size)
         half = size // 2
         if fault == "flip":
-            body = body[:half] + bytes([body[half] ^ 0xFF]) + body[half + 1:]
+            at = half if faults.flip_at is None else faults.flip_at
+            body = body[:at] + bytes([body[at] ^ 0xFF]) + body[at + 1:]
         clen = {"cl-long": size + 1000, "cl-short": size - 1000, "noclen": None}.get(fault, size)
         if clen is None:
             head += "Connection: close\r\n\r\n"
