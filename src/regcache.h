@@ -555,6 +555,24 @@ int	 cache_tool_verify(const struct config *, int);
 int	 cache_tool_gc(const struct config *, int);
 int	 cache_tool_ls(const struct config *, int);
 
+/* aws_sigv4.c: AWS Signature Version 4 for AWS API calls (ECR tokens). */
+#define SIGV4_DATE_LEN	17	/* "20150830T123600Z" and its NUL */
+struct sigv4_request {
+	const char		*method;
+	const char		*path;		/* raw, may include ?query */
+	const struct evkeyvalq	*headers;	/* several of one name allowed */
+	const void		*body;
+	size_t			 body_len;
+};
+struct sigv4_creds {
+	const char		*access_key;
+	const char		*secret_key;
+	const char		*session_token;	/* NULL if none */
+};
+int	 sigv4_amz_date(time_t, char *, size_t);
+int	 sigv4_sign(const struct sigv4_request *, const struct sigv4_creds *,
+	    const char *, const char *, time_t, char **, char **, char **);
+
 /* util.c */
 void	*xcalloc(size_t, size_t);
 char	*xstrdup(const char *);
