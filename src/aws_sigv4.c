@@ -137,18 +137,6 @@ sigv4_encode_string(const char *s, size_t len)
 	return out;
 }
 
-/* Value of one hex digit, or -1. */
-static int
-sigv4_hexval(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
 
 /*
  * Decodes the %XX escapes of len bytes of s into out (len + 1 bytes)
@@ -162,8 +150,8 @@ sigv4_decode(const char *s, size_t len, char *out)
 
 	for (i = 0; i < len; i++) {
 		if (s[i] == '%' && i + 2 < len &&
-		    (hi = sigv4_hexval(s[i + 1])) >= 0 &&
-		    (lo = sigv4_hexval(s[i + 2])) >= 0) {
+		    (hi = hexval((unsigned char)s[i + 1])) >= 0 &&
+		    (lo = hexval((unsigned char)s[i + 2])) >= 0) {
 			out[n++] = (char)(hi << 4 | lo);
 			i += 2;
 		} else

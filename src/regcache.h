@@ -584,6 +584,7 @@ int	 url_parse(const char *, struct url *);
 void	 url_clear(struct url *);
 char	*url_resolve(const struct url *, const char *);
 char	*base64_encode(const void *, size_t);
+int	 hexval(int);
 int	 uri_query_get(const char *, const char *, char *, size_t);
 char	*uri_escape(const char *);
 int	 time_parse_rfc3339(const char *, time_t *);

@@ -187,7 +187,8 @@ base64_encode(const void *data, size_t len)
 	return out;
 }
 
-static int
+/* Value of one hex digit, or -1. */
+int
 hexval(int c)
 {
 	if (c >= '0' && c <= '9')
