@@ -3,6 +3,8 @@
 #   contrib/debian-deps.sh build   compilers, autotools and the libraries
 #   contrib/debian-deps.sh test    that, plus the real registries and
 #                                  clients the test suite starts
+#   contrib/debian-deps.sh bench   what bench/run.sh needs besides the
+#                                  build: nginx, wrk, hyperfine, ...
 # Runs apt-get as root (through sudo when not root already).
 set -eu
 
@@ -14,10 +16,16 @@ build="autoconf automake libtool pkg-config make gcc libc6-dev
 test="docker-registry skopeo containerd podman docker.io apache2-utils
       openssl python3 curl jq procps util-linux iproute2"
 
+# The benchmark: nginx as the static-file reference, wrk for the manifest
+# load, hyperfine (optional), the registry and skopeo.
+bench="nginx-light wrk hyperfine docker-registry skopeo python3 curl jq
+       procps coreutils gzip"
+
 case $mode in
 build) pkgs=$build ;;
 test) pkgs="$build $test" ;;
-*) echo "usage: $0 build|test" >&2; exit 2 ;;
+bench) pkgs=$bench ;;
+*) echo "usage: $0 build|test|bench" >&2; exit 2 ;;
 esac
 
 if [ "$(id -u)" -ne 0 ]; then
@@ -33,5 +41,10 @@ if [ ! -e /usr/sbin/policy-rc.d ]; then
 	trap 'rm -f /usr/sbin/policy-rc.d' EXIT
 fi
 apt-get update -q
+# nginx-light is gone from newer Debian releases: fall back to nginx.
+case $pkgs in *nginx-light*)
+	apt-cache show nginx-light >/dev/null 2>&1 ||
+	    pkgs=$(echo "$pkgs" | sed 's/nginx-light/nginx/') ;;
+esac
 # shellcheck disable=SC2086
 apt-get install -y -q --no-install-recommends $pkgs

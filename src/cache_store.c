@@ -266,13 +266,13 @@ static struct {
 	int			failed;
 	pthread_mutex_t		lock;
 	pthread_cond_t		cond;
-	struct publish_list	todo;
+	struct publish_list	queue;
 	struct publish_list	done;
 	int			pipe[2];
 	struct event		*ev;
 } pub = { .lock = PTHREAD_MUTEX_INITIALIZER,
 	  .cond = PTHREAD_COND_INITIALIZER,
-	  .todo = TAILQ_HEAD_INITIALIZER(pub.todo),
+	  .queue = TAILQ_HEAD_INITIALIZER(pub.queue),
 	  .done = TAILQ_HEAD_INITIALIZER(pub.done),
 	  .pipe = { -1, -1 } };
 
@@ -284,11 +284,11 @@ publish_worker(void *arg)
 
 	pthread_mutex_lock(&pub.lock);
 	for (;;) {
-		while (TAILQ_EMPTY(&pub.todo) && !pub.stop)
+		while (TAILQ_EMPTY(&pub.queue) && !pub.stop)
 			pthread_cond_wait(&pub.cond, &pub.lock);
-		if ((j = TAILQ_FIRST(&pub.todo)) == NULL)
+		if ((j = TAILQ_FIRST(&pub.queue)) == NULL)
 			break;		/* stopping, nothing left */
-		TAILQ_REMOVE(&pub.todo, j, entry);
+		TAILQ_REMOVE(&pub.queue, j, entry);
 		pthread_mutex_unlock(&pub.lock);
 		j->ok = store_publish_files(j->fd, j->tmp, j->path,
 		    &j->err) == 0;
@@ -399,7 +399,7 @@ cache_publish_async(int fd, const char *tmp, const char *digest,
 	j->id = id;
 	j->done = done;
 	pthread_mutex_lock(&pub.lock);
-	TAILQ_INSERT_TAIL(&pub.todo, j, entry);
+	TAILQ_INSERT_TAIL(&pub.queue, j, entry);
 	pthread_cond_signal(&pub.cond);
 	pthread_mutex_unlock(&pub.lock);
 }
