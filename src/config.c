@@ -164,6 +164,12 @@ static const struct num_opt upstream_opts[] = {
 	{ NULL, 0, NUM_INT, 0, 0, NULL }
 };
 
+static const struct num_opt ecr_opts[] = {
+	{ "refresh_before", offsetof(struct ecr_cfg, refresh_before_ms),
+	    NUM_MS, 0, 86400, NULL },
+	{ NULL, 0, NUM_INT, 0, 0, NULL }
+};
+
 /*
  * Sizes: a letter alone is binary, as in nginx and docker ("G" is 2^30);
  * "GiB" is binary and "GB" decimal, as the SI and IEC prefixes say.
@@ -195,7 +201,14 @@ static const char *const upstream_keys[] = {
 	"name", "url", "aliases", "prefix", "library_prefix", "auth",
 	"ca_file", "tls_verify", "tag_ttl", "negative_ttl", NULL
 };
-static const char *const auth_keys[] = { "username", "password", NULL };
+static const char *const auth_keys[] = {
+	"username", "username_env", "password", "password_env",
+	"password_file", "docker_config", "ecr", "passthrough", NULL
+};
+static const char *const ecr_keys[] = {
+	"region", "endpoint", "registry_id", "sts_endpoint", "imds_endpoint",
+	"profile", "refresh_before", NULL
+};
 static const char *const log_keys[] = { "level", NULL };
 
 /* Writes a message into a caller's buffer, which may be absent. */
@@ -1174,6 +1187,16 @@ upstream_clear(struct upstream_cfg *u)
 		explicit_bzero(u->password, strlen(u->password));
 		free(u->password);
 	}
+	free(u->username_env);
+	free(u->password_env);
+	free(u->password_file);
+	free(u->docker_config);
+	free(u->ecr.region);
+	free(u->ecr.endpoint);
+	free(u->ecr.registry_id);
+	free(u->ecr.sts_endpoint);
+	free(u->ecr.imds_endpoint);
+	free(u->ecr.profile);
 	free(u->ca_file);
 	memset(u, 0, sizeof(*u));
 }
@@ -1543,23 +1566,82 @@ parse_aliases(struct pctx *c, json_t *v, struct upstream_cfg *u)
 	return 0;
 }
 
-/* Parses "auth": null for anonymous, or {username, password}. */
+/*
+ * Parses "auth": null for anonymous; {"ecr": {...}}; {"passthrough": true};
+ * or a username (inline or username_env) with one password source
+ * (password, password_env, password_file); or {"docker_config": path}.
+ * Files and variables are read later, by config_validate().
+ */
 static int
 parse_auth(struct pctx *c, json_t *v, struct upstream_cfg *u)
 {
-	json_t	*user, *pass;
+	json_t	*e, *pt;
+	int	 nuser, npass, npt = 0;
 
 	if (json_is_null(v))
 		return 0;
 	if (!json_is_object(v))
 		return cerr(c, "expected an object or null, got %s", jtype(v));
-	/* want_string() never shows the value, so the password stays put. */
-	if (check_keys(c, v, auth_keys) == -1 ||
-	    member_get(c, v, "username", MEMBER_REQUIRED, &user) == -1 ||
-	    member_get(c, v, "password", MEMBER_REQUIRED, &pass) == -1 ||
-	    member_string(c, v, "username", 0, &u->username) == -1 ||
-	    member_string(c, v, "password", 0, &u->password) == -1)
+	if (check_keys(c, v, auth_keys) == -1)
 		return -1;
+	/* member_string() never shows the value: passwords stay put. */
+	if (member_string(c, v, "username", 0, &u->username) == -1 ||
+	    member_string(c, v, "username_env", 0, &u->username_env) == -1 ||
+	    member_string(c, v, "password", 0, &u->password) == -1 ||
+	    member_string(c, v, "password_env", 0, &u->password_env) == -1 ||
+	    member_string(c, v, "password_file", 0, &u->password_file) == -1 ||
+	    member_string(c, v, "docker_config", 0, &u->docker_config) == -1 ||
+	    member_get(c, v, "passthrough", 0, &pt) == -1)
+		return -1;
+	if (pt != NULL) {
+		kpath_key(c, "passthrough");
+		if (want_bool(c, pt, &npt) == -1)
+			return -1;
+		kpath_pop(c);
+	}
+	nuser = (u->username != NULL) + (u->username_env != NULL);
+	npass = (u->password != NULL) + (u->password_env != NULL) +
+	    (u->password_file != NULL);
+	e = json_object_get(v, "ecr");
+	if ((e != NULL) + npt + (u->docker_config != NULL) +
+	    (nuser + npass > 0) > 1)
+		return cerr(c, "give one kind of credentials: a username and "
+		    "password, docker_config, ecr or passthrough");
+	if (e != NULL) {
+		kpath_key(c, "ecr");
+		if (want_object(c, e, ecr_keys) == -1 ||
+		    member_string(c, e, "region", 0, &u->ecr.region) == -1 ||
+		    member_string(c, e, "endpoint", 0, &u->ecr.endpoint) == -1 ||
+		    member_string(c, e, "registry_id", 0,
+		    &u->ecr.registry_id) == -1 ||
+		    member_string(c, e, "sts_endpoint", 0,
+		    &u->ecr.sts_endpoint) == -1 ||
+		    member_string(c, e, "imds_endpoint", 0,
+		    &u->ecr.imds_endpoint) == -1 ||
+		    member_string(c, e, "profile", 0, &u->ecr.profile) == -1 ||
+		    member_numbers(c, e, ecr_opts, &u->ecr) == -1)
+			return -1;
+		kpath_pop(c);
+		u->cred_kind = CRED_ECR;
+		return 0;
+	}
+	if (npt) {
+		u->cred_kind = CRED_PASSTHROUGH;
+		return 0;
+	}
+	if (u->docker_config != NULL) {
+		u->cred_kind = CRED_STATIC;
+		return 0;
+	}
+	if (nuser + npass == 0)
+		return 0;
+	if (nuser != 1)
+		return cerr(c, "give the username as one of username or "
+		    "username_env");
+	if (npass != 1)
+		return cerr(c, "give the password as one of password, "
+		    "password_env or password_file");
+	u->cred_kind = CRED_STATIC;
 	return 0;
 }
 
@@ -2075,6 +2157,7 @@ config_validate(struct config *cf, char *err, size_t errlen)
 	struct upstream_cfg	*u;
 	const char		*file = cf->path != NULL ? cf->path :
 				    "configuration";
+	char			 msg[512];
 	size_t			 i;
 
 	if (cf->nlistens == 0) {
@@ -2114,6 +2197,11 @@ config_validate(struct config *cf, char *err, size_t errlen)
 		if (file_check(file, "upstream", u->name, "ca_file",
 		    u->ca_file, err, errlen) == -1)
 			return -1;
+		if (cred_resolve(u, msg, sizeof(msg)) == -1) {
+			seterr(err, errlen, "%s: upstream \"%s\": %s", file,
+			    u->name, msg);
+			return -1;
+		}
 	}
 	if (cf->connect_timeout_ms <= 0 || cf->first_byte_timeout_ms <= 0 ||
 	    cf->idle_timeout_ms <= 0 || cf->client_timeout_ms <= 0) {

@@ -74,6 +74,24 @@ struct listen_cfg {
 	char		*key_file;
 };
 
+/* Where an upstream's credentials come from. */
+enum cred_kind {
+	CRED_NONE = 0,		/* anonymous */
+	CRED_STATIC,		/* a username and password, resolved at load */
+	CRED_ECR,		/* ECR GetAuthorizationToken, kept fresh */
+	CRED_PASSTHROUGH	/* each client's own, relayed */
+};
+
+struct ecr_cfg {
+	char		*region;
+	char		*endpoint;	/* ECR API base URL */
+	char		*registry_id;	/* NULL: the caller's default */
+	char		*sts_endpoint;
+	char		*imds_endpoint;
+	char		*profile;	/* shared credentials file profile */
+	int		 refresh_before_ms;
+};
+
 struct upstream_cfg {
 	char		*name;
 	char		*url;
@@ -86,8 +104,14 @@ struct upstream_cfg {
 	char		**aliases;
 	size_t		 naliases;
 	char		*prefix;	/* NULL or "a" / "a/b" */
-	char		*username;	/* NULL for anonymous */
+	enum cred_kind	 cred_kind;
+	char		*username;	/* CRED_STATIC, once resolved */
 	char		*password;
+	char		*username_env;	/* where they come from */
+	char		*password_env;
+	char		*password_file;
+	char		*docker_config;
+	struct ecr_cfg	 ecr;
 	char		*ca_file;
 	int		 tls_verify;
 	int		 library_prefix; /* alpine -> library/alpine */
@@ -148,6 +172,15 @@ struct route {
  */
 struct token;
 struct uphost;
+struct cred;
+
+/* A request waiting for an upstream's credentials (upstream_cred.c). */
+struct cred_waiter {
+	TAILQ_ENTRY(cred_waiter) entry;
+	void			(*cb)(struct cred_waiter *, int ok);
+	void			*arg;
+	int			 queued;
+};
 
 /* A configured upstream at run time: its config, TLS context, auth state. */
 struct upstream {
@@ -156,6 +189,7 @@ struct upstream {
 	SSL_CTX			*ssl_ctx_other;	/* realms, redirect targets */
 	int			 basic_known;	/* upstream asked for Basic */
 	TAILQ_HEAD(, token)	 tokens;	/* cached bearer tokens */
+	struct cred		*cred;		/* regcache's own, if any */
 };
 
 enum up_error {
@@ -423,6 +457,8 @@ struct stats {
 	uint64_t	bytes_from_upstream;
 	uint64_t	evictions;
 	uint64_t	evicted_bytes;
+	uint64_t	cred_refreshes;
+	uint64_t	cred_refresh_failures;
 };
 extern struct stats	stats;
 
@@ -452,6 +488,35 @@ void	 upreq_cancel(struct upreq *);
 uint64_t upreq_id(const struct upreq *);
 const char *up_error_str(enum up_error);
 
+/* upstream_cred.c: regcache's own credentials for an upstream. */
+int	 cred_resolve(struct upstream_cfg *, char *, size_t);
+void	 cred_start(struct upstream *);
+void	 cred_stop(struct upstream *);
+int	 cred_has(const struct upstream *);
+int	 cred_get(struct upstream *, const char **, const char **,
+	    uint64_t *);
+void	 cred_wait(struct upstream *, struct cred_waiter *);
+void	 cred_unwait(struct upstream *, struct cred_waiter *);
+int	 cred_reauth(struct upstream *, uint64_t);
+void	 secret_file_check_mode(const char *, const char *, int);
+int	 secret_file_read(const char *, const char *, int, char **, size_t *,
+	    char *, size_t);
+
+/* aws_creds.c: ECR registry credentials from the AWS credential chain. */
+struct ecr_token {
+	char		*user;
+	char		*pass;
+	int64_t		 expires_ms;	/* unix milliseconds */
+};
+struct ecr_fetch;
+struct aws_state;
+struct aws_state *aws_state_new(void);
+void	 aws_state_free(struct aws_state *);
+int	 aws_endpoint_check(const char *, const char *, char *, size_t);
+struct ecr_fetch *ecr_fetch_start(struct upstream *, struct aws_state *,
+	    void (*)(const struct ecr_token *, const char *, void *), void *);
+void	 ecr_fetch_cancel(struct ecr_fetch *);
+
 /* upstream_auth.c */
 int	 auth_parse_challenge(const char *, struct auth_challenge *);
 void	 auth_challenge_clear(struct auth_challenge *);
@@ -474,8 +539,8 @@ struct httpx_cb {
 	void	(*on_done)(struct httpx *, enum up_error, const char *,
 		    void *arg);
 };
-struct httpx *httpx_start(const struct url *, SSL_CTX *, int,
-	    enum evhttp_cmd_type, struct evkeyvalq *,
+struct httpx *httpx_start(const struct url *, SSL_CTX *,
+	    enum evhttp_cmd_type, struct evkeyvalq *, const void *, size_t,
 	    const struct httpx_cb *, void *);
 void	 httpx_pause(struct httpx *);
 void	 httpx_resume(struct httpx *);
@@ -584,6 +649,11 @@ int	 url_parse(const char *, struct url *);
 void	 url_clear(struct url *);
 char	*url_resolve(const struct url *, const char *);
 char	*base64_encode(const void *, size_t);
+char	*base64_decode(const char *, size_t *);
+void	 evbuffer_wipe(struct evbuffer *);
+void	 headers_wipe(struct evkeyvalq *);
+void	 secret_free(char **);
+char	*url_host_header(const struct url *);
 int	 hexval(int);
 int	 uri_query_get(const char *, const char *, char *, size_t);
 char	*uri_escape(const char *);

@@ -35,7 +35,10 @@ struct upreq {
 	int			 on_origin;	/* target is the upstream */
 	int			 redirects;
 	int			 auth_retried;
+	int			 reauthed;	/* fresh credentials asked once */
 	char			*sent_token;	/* bearer sent, to forget on 401 */
+	uint64_t		 sent_gen;	/* our credentials sent, or 0 */
+	struct cred_waiter	 cwait;		/* waiting for credentials */
 
 	struct httpx		*x;		/* the exchange in flight */
 	struct token_flight	*tfl;		/* the token request we wait on */
@@ -124,6 +127,7 @@ upstream_init(struct config *c)
 			log_warnx("upstream %s: %s", up->cfg->name, err);
 			return -1;
 		}
+		cred_start(up);
 	}
 	return 0;
 }
@@ -141,6 +145,7 @@ upstream_shutdown(void)
 	}
 	httpx_pool_flush();
 	for (i = 0; i < nupstreams; i++) {
+		cred_stop(&upstreams[i]);
 		auth_tokens_free(&upstreams[i]);
 		SSL_CTX_free(upstreams[i].ssl_ctx);
 		SSL_CTX_free(upstreams[i].ssl_ctx_other);
@@ -241,6 +246,7 @@ upreq_free(struct upreq *ur)
 		httpx_cancel(ur->x);
 	if (ur->tfl != NULL)
 		TAILQ_REMOVE(&ur->tfl->waiters, ur, tentry);
+	cred_unwait(ur->up, &ur->cwait);
 	evhttp_clear_headers(&ur->hdrs);
 	url_clear(&ur->target);
 	free(ur->sent_token);
@@ -290,21 +296,57 @@ upreq_finish(struct upreq *ur, enum up_error err, const char *cause)
 	upreq_free(ur);
 }
 
+/* "Basic base64(user:pass)", for an Authorization header; wipe it. */
+static char *
+basic_header(const char *user, const char *pass)
+{
+	char	*cred, *b64, *auth;
+
+	xasprintf(&cred, "%s:%s", user, pass);
+	b64 = base64_encode(cred, strlen(cred));
+	xasprintf(&auth, "Basic %s", b64);
+	OPENSSL_cleanse(cred, strlen(cred));
+	OPENSSL_cleanse(b64, strlen(b64));
+	free(cred);
+	free(b64);
+	return auth;
+}
+
+/* The credentials a request waited for are there, or will not come. */
+static void
+upreq_cred_ready(struct cred_waiter *w, int ok)
+{
+	struct upreq	*ur = w->arg;
+
+	CHECK_MAGIC(ur, UPREQ_MAGIC);
+	if (!ok) {
+		upreq_finish(ur, UP_ERR_AUTH, "no usable upstream credentials");
+		return;
+	}
+	upreq_exchange(ur);
+}
+
+static void
+upreq_cred_wait(struct upreq *ur)
+{
+	ur->cwait.cb = upreq_cred_ready;
+	ur->cwait.arg = ur;
+	cred_wait(ur->up, &ur->cwait);
+}
+
 /* Start the next exchange towards ur->target with the right headers. */
 static void
 upreq_exchange(struct upreq *ur)
 {
-	struct upstream_cfg	*cfg = ur->up->cfg;
 	struct evkeyvalq	 h;
 	struct evkeyval		*kv;
-	const char		*tok;
-	char			*auth = NULL, *cred, *b64;
+	const char		*tok, *user, *pass;
+	char			*auth = NULL;
+	uint64_t		 gen;
 
-	TAILQ_INIT(&h);
-	TAILQ_FOREACH(kv, &ur->hdrs, next)
-		evhttp_add_header(&h, kv->key, kv->value);
 	free(ur->sent_token);
 	ur->sent_token = NULL;
+	ur->sent_gen = 0;
 	/* Credentials go only to the upstream itself, never to a host a
 	 * redirect named (S3 and CDNs reject or must not see them). */
 	if (ur->on_origin) {
@@ -312,20 +354,25 @@ upreq_exchange(struct upreq *ur)
 		if (tok != NULL) {
 			xasprintf(&auth, "Bearer %s", tok);
 			ur->sent_token = xstrdup(tok);
-		} else if (ur->up->basic_known && cfg->username != NULL) {
-			xasprintf(&cred, "%s:%s", cfg->username,
-			    cfg->password);
-			b64 = base64_encode(cred, strlen(cred));
-			xasprintf(&auth, "Basic %s", b64);
-			OPENSSL_cleanse(cred, strlen(cred));
-			free(cred);
-			free(b64);
+		} else if (ur->up->basic_known) {
+			switch (cred_get(ur->up, &user, &pass, &gen)) {
+			case 0:
+				upreq_cred_wait(ur);
+				return;
+			case 1:
+				auth = basic_header(user, pass);
+				ur->sent_gen = gen;
+				break;
+			}
 		}
-		if (auth != NULL) {
-			evhttp_add_header(&h, "Authorization", auth);
-			OPENSSL_cleanse(auth, strlen(auth));
-			free(auth);
-		}
+	}
+	TAILQ_INIT(&h);
+	TAILQ_FOREACH(kv, &ur->hdrs, next)
+		evhttp_add_header(&h, kv->key, kv->value);
+	if (auth != NULL) {
+		evhttp_add_header(&h, "Authorization", auth);
+		OPENSSL_cleanse(auth, strlen(auth));
+		free(auth);
 	}
 	/* No query in the log: presigned redirect URLs carry credentials. */
 	log_debug("%s: upreq %llu: %s %s://%s:%s%.*s%s", __func__,
@@ -334,10 +381,9 @@ upreq_exchange(struct upreq *ur)
 	    ur->target.tls ? "https" : "http", ur->target.host,
 	    ur->target.port, (int)strcspn(ur->target.path, "?"),
 	    ur->target.path, strchr(ur->target.path, '?') ? "?..." : "");
-	ur->x = httpx_start(&ur->target, upreq_ctx(ur->up, &ur->target), 0,
-	    ur->method, &h,
-	    &upreq_httpx_cb, ur);
-	evhttp_clear_headers(&h);
+	ur->x = httpx_start(&ur->target, upreq_ctx(ur->up, &ur->target),
+	    ur->method, &h, NULL, 0, &upreq_httpx_cb, ur);
+	headers_wipe(&h);
 	if (ur->paused)
 		httpx_pause(ur->x);
 }
@@ -439,14 +485,22 @@ upreq_fetch_token(struct upreq *ur, const struct auth_challenge *ch)
 	struct upstream_cfg	*cfg = ur->up->cfg;
 	struct evkeyvalq	 h;
 	struct url		 u;
-	char			*full, *svc = NULL, *scope = NULL, *cred, *b64;
+	char			*full, *svc = NULL, *scope = NULL;
 	char			*auth, *key;
+	const char		*user, *pass;
 	struct token_flight	*fl;
+	int			 have;
 	const char		*want = ch->scope != NULL ? ch->scope :
 				    ur->scope;
 
 	if (ch->realm == NULL)
 		return -1;
+	if ((have = cred_get(ur->up, &user, &pass, NULL)) == 0) {
+		/* Ask again, challenge and all, once they are in. */
+		ur->auth_retried = 0;
+		upreq_cred_wait(ur);
+		return 0;
+	}
 	if (ch->service != NULL)
 		svc = uri_escape(ch->service);
 	if (*want != '\0')
@@ -473,18 +527,13 @@ upreq_fetch_token(struct upreq *ur, const struct auth_challenge *ch)
 	}
 	key = full;
 	TAILQ_INIT(&h);
-	if (cfg->username != NULL && cfg->tls && !u.tls)
+	if (have == 1 && cfg->tls && !u.tls)
 		log_warnx("upstream %s: token realm is plain http: not "
 		    "sending credentials", cfg->name);
-	else if (cfg->username != NULL) {
-		xasprintf(&cred, "%s:%s", cfg->username, cfg->password);
-		b64 = base64_encode(cred, strlen(cred));
-		xasprintf(&auth, "Basic %s", b64);
+	else if (have == 1) {
+		auth = basic_header(user, pass);
 		evhttp_add_header(&h, "Authorization", auth);
-		OPENSSL_cleanse(cred, strlen(cred));
 		OPENSSL_cleanse(auth, strlen(auth));
-		free(cred);
-		free(b64);
 		free(auth);
 	}
 	evhttp_add_header(&h, "Accept", "application/json");
@@ -495,9 +544,9 @@ upreq_fetch_token(struct upreq *ur, const struct auth_challenge *ch)
 	if ((fl->body = evbuffer_new()) == NULL)
 		fatalx("%s: evbuffer_new", __func__);
 	TAILQ_INSERT_TAIL(&token_flights, fl, entry);
-	fl->tx = httpx_start(&u, upreq_ctx(ur->up, &u), 0, EVHTTP_REQ_GET, &h,
-	    &upreq_token_cb, fl);
-	evhttp_clear_headers(&h);
+	fl->tx = httpx_start(&u, upreq_ctx(ur->up, &u), EVHTTP_REQ_GET, &h,
+	    NULL, 0, &upreq_token_cb, fl);
+	headers_wipe(&h);
 	url_clear(&u);
 	ur->tfl = fl;
 	TAILQ_INSERT_TAIL(&fl->waiters, ur, tentry);
@@ -539,14 +588,34 @@ upreq_handle_401(struct upreq *ur, struct evkeyvalq *h)
 	if (have_bearer) {
 		if (upreq_fetch_token(ur, &bearer) == 0)
 			rc = 1;
-	} else if (have_basic && ur->up->cfg->username != NULL &&
-	    !ur->up->basic_known) {
+	} else if (have_basic && cred_has(ur->up) && !ur->up->basic_known) {
 		ur->up->basic_known = 1;
 		rc = 1;
 	}
 	auth_challenge_clear(&bearer);
 	auth_challenge_clear(&basic);
 	return rc;
+}
+
+/*
+ * The upstream refused regcache's own credentials (401, or 403 as ECR
+ * says when a password expired): get fresh ones, once per request.
+ * Returns 1 when a retry is under way.
+ */
+static int
+upreq_reauth(struct upreq *ur)
+{
+	if (ur->sent_gen == 0 || ur->reauthed || !ur->on_origin)
+		return 0;
+	ur->reauthed = 1;
+	switch (cred_reauth(ur->up, ur->sent_gen)) {
+	case 1:
+		return 1;
+	case 0:
+		upreq_cred_wait(ur);
+		return 1;
+	}
+	return 0;
 }
 
 /* A 3xx with Location: follow it ourselves, without credentials. */
@@ -593,12 +662,13 @@ upreq_on_headers(struct httpx *x, int status, struct evkeyvalq *h, void *arg)
 	int		 rc;
 
 	CHECK_MAGIC(ur, UPREQ_MAGIC);
-	if (status == 401 && upreq_handle_401(ur, h)) {
-		/* Drop this answer; the retry starts when the token is in
-		 * (or now, for Basic). */
+	if ((status == 401 && (upreq_reauth(ur) ||
+	    upreq_handle_401(ur, h))) || (status == 403 && upreq_reauth(ur))) {
+		/* Drop this answer; the retry starts when the token or the
+		 * credentials are in (or now). */
 		httpx_cancel(x);
 		ur->x = NULL;
-		if (ur->tfl == NULL)
+		if (ur->tfl == NULL && !ur->cwait.queued)
 			upreq_exchange(ur);
 		return;
 	}

@@ -213,6 +213,8 @@ httpx_free(struct httpx *x)
 		x->conn = NULL;
 	}
 	url_clear(&x->url);
+	/* It holds the Authorization header we sent. */
+	evbuffer_wipe(x->request);
 	evbuffer_free(x->request);
 	evbuffer_free(x->body);
 	event_free(x->kick);
@@ -389,23 +391,24 @@ httpx_connect(struct httpx *x)
 }
 
 /*
- * Start one request.  headers are the request headers besides Host;
- * callbacks never run before this returns.  Returns NULL only when memory
+ * Start one request.  headers are the request headers besides Host and
+ * Content-Length; body (POST, PUT) is copied, the request is kept whole
+ * for a retry on a fresh connection.  Callbacks never run before this
+ * returns.  Returns NULL only when memory
  * or the event base fails.
  */
 struct httpx *
-httpx_start(const struct url *url, SSL_CTX *ctx, int unused,
-    enum evhttp_cmd_type method, struct evkeyvalq *headers,
+httpx_start(const struct url *url, SSL_CTX *ctx, enum evhttp_cmd_type method,
+    struct evkeyvalq *headers, const void *body, size_t bodylen,
     const struct httpx_cb *cb, void *arg)
 {
 	struct httpx	*x;
 	struct evkeyval	*kv;
 	struct upconn	*c;
 	const char	*m = method == EVHTTP_REQ_HEAD ? "HEAD" :
-			    method == EVHTTP_REQ_POST ? "POST" : "GET";
-	int		 v6 = strchr(url->host, ':') != NULL;
-	int		 dflt = strcmp(url->port, url->tls ? "443" : "80") == 0;
-	char		*key;
+			    method == EVHTTP_REQ_POST ? "POST" :
+			    method == EVHTTP_REQ_PUT ? "PUT" : "GET";
+	char		*key, *host;
 
 	x = xcalloc(1, sizeof(*x));
 	x->magic = HTTPX_MAGIC;
@@ -426,15 +429,22 @@ httpx_start(const struct url *url, SSL_CTX *ctx, int unused,
 	    x->timer == NULL)
 		fatalx("%s: out of memory", __func__);
 
-	evbuffer_add_printf(x->request, "%s %s HTTP/1.1\r\nHost: %s%s%s%s%s\r\n"
-	    "User-Agent: %s/%s\r\n", m, url->path, v6 ? "[" : "", url->host,
-	    v6 ? "]" : "", dflt ? "" : ":", dflt ? "" : url->port,
-	    REGCACHE_NAME, PACKAGE_VERSION);
+	host = url_host_header(url);
+	evbuffer_add_printf(x->request, "%s %s HTTP/1.1\r\nHost: %s\r\n"
+	    "User-Agent: %s/%s\r\n", m, url->path, host, REGCACHE_NAME,
+	    PACKAGE_VERSION);
+	free(host);
 	if (headers != NULL)
 		TAILQ_FOREACH(kv, headers, next)
 			evbuffer_add_printf(x->request, "%s: %s\r\n", kv->key,
 			    kv->value);
+	if (body != NULL || method == EVHTTP_REQ_POST ||
+	    method == EVHTTP_REQ_PUT)
+		evbuffer_add_printf(x->request, "Content-Length: %zu\r\n",
+		    bodylen);
 	evbuffer_add(x->request, "\r\n", 2);
+	if (bodylen > 0)
+		evbuffer_add(x->request, body, bodylen);
 
 	key = pool_key(url, ctx);
 	c = pool_get(key);

@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include <event2/http.h>
+#include <openssl/crypto.h>
 #include <openssl/evp.h>
 
 #include "regcache.h"
@@ -185,6 +186,95 @@ base64_encode(const void *data, size_t len)
 
 	EVP_EncodeBlock((unsigned char *)out, data, (int)len);
 	return out;
+}
+
+/*
+ * Decodes standard base64 (padding optional) into a malloc'd buffer with a
+ * NUL after the bytes; NULL when it is not base64.
+ */
+char *
+base64_decode(const char *in, size_t *outlen)
+{
+	size_t	 len = strlen(in), pad = 0;
+	char	*buf, *out;
+	int	 n;
+
+	while (len > 0 && in[len - 1] == '=') {
+		len--;
+		pad++;
+	}
+	if (pad > 2 || len % 4 == 1 || strspn(in, "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+	    "abcdefghijklmnopqrstuvwxyz0123456789+/") != len)
+		return NULL;
+	/* EVP_DecodeBlock wants whole quads: pad again, then drop what the
+	 * padding made. */
+	pad = (4 - len % 4) % 4;
+	buf = xcalloc(1, len + pad + 1);
+	memcpy(buf, in, len);
+	memset(buf + len, '=', pad);
+	out = xcalloc(1, (len + pad) / 4 * 3 + 1);
+	n = EVP_DecodeBlock((unsigned char *)out, (unsigned char *)buf,
+	    (int)(len + pad));
+	OPENSSL_cleanse(buf, len + pad);
+	free(buf);
+	if (n < 0 || (size_t)n < pad) {
+		free(out);
+		return NULL;
+	}
+	*outlen = (size_t)n - pad;
+	out[*outlen] = '\0';
+	return out;
+}
+
+/* Wipes and frees a secret string, and forgets it. */
+void
+secret_free(char **s)
+{
+	if (*s != NULL) {
+		OPENSSL_cleanse(*s, strlen(*s));
+		free(*s);
+		*s = NULL;
+	}
+}
+
+/* The Host header value for u: host[:port], the port only if not 80/443. */
+char *
+url_host_header(const struct url *u)
+{
+	int	 v6 = strchr(u->host, ':') != NULL;
+	int	 dflt = strcmp(u->port, u->tls ? "443" : "80") == 0;
+	char	*s;
+
+	xasprintf(&s, "%s%s%s%s%s", v6 ? "[" : "", u->host, v6 ? "]" : "",
+	    dflt ? "" : ":", dflt ? "" : u->port);
+	return s;
+}
+
+/* Clears headers that may hold credentials, wiping their values. */
+void
+headers_wipe(struct evkeyvalq *h)
+{
+	struct evkeyval	*kv;
+
+	TAILQ_FOREACH(kv, h, next)
+		OPENSSL_cleanse(kv->value, strlen(kv->value));
+	evhttp_clear_headers(h);
+}
+
+/* Overwrites what an evbuffer holds (secrets) before it is freed. */
+void
+evbuffer_wipe(struct evbuffer *b)
+{
+	struct evbuffer_iovec	 v[8];
+	int			 i, n;
+
+	n = evbuffer_peek(b, -1, NULL, v, 8);
+	if (n > 8) {
+		evbuffer_pullup(b, -1);
+		n = evbuffer_peek(b, -1, NULL, v, 8);
+	}
+	for (i = 0; i < n && i < 8; i++)
+		OPENSSL_cleanse(v[i].iov_base, v[i].iov_len);
 }
 
 /* Value of one hex digit, or -1. */
