@@ -481,6 +481,7 @@ size_t	 upstream_count(void);
 struct upreq *upreq_new(struct upstream *, enum evhttp_cmd_type,
 	    const char *, const char *, const struct upreq_cb *, void *);
 void	 upreq_add_header(struct upreq *, const char *, const char *);
+void	 upreq_set_auth(struct upreq *, const char *);
 void	 upreq_start(struct upreq *);
 void	 upreq_pause(struct upreq *);
 void	 upreq_resume(struct upreq *);

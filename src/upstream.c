@@ -36,6 +36,7 @@ struct upreq {
 	int			 redirects;
 	int			 auth_retried;
 	int			 reauthed;	/* fresh credentials asked once */
+	char			*client_auth;	/* pass-through: the client's */
 	char			*sent_token;	/* bearer sent, to forget on 401 */
 	uint64_t		 sent_gen;	/* our credentials sent, or 0 */
 	struct cred_waiter	 cwait;		/* waiting for credentials */
@@ -232,6 +233,18 @@ upreq_add_header(struct upreq *ur, const char *name, const char *value)
 	evhttp_add_header(&ur->hdrs, name, value);
 }
 
+/*
+ * Sends the client's own Authorization value to the upstream (pass-through
+ * mode) instead of regcache's; like regcache's, never to another host.
+ */
+void
+upreq_set_auth(struct upreq *ur, const char *value)
+{
+	secret_free(&ur->client_auth);
+	if (value != NULL)
+		ur->client_auth = xstrdup(value);
+}
+
 void
 upreq_start(struct upreq *ur)
 {
@@ -249,7 +262,8 @@ upreq_free(struct upreq *ur)
 	cred_unwait(ur->up, &ur->cwait);
 	evhttp_clear_headers(&ur->hdrs);
 	url_clear(&ur->target);
-	free(ur->sent_token);
+	secret_free(&ur->sent_token);
+	secret_free(&ur->client_auth);
 	free(ur->path);
 	free(ur->scope);
 	ur->magic = 0;
@@ -344,12 +358,15 @@ upreq_exchange(struct upreq *ur)
 	char			*auth = NULL;
 	uint64_t		 gen;
 
-	free(ur->sent_token);
-	ur->sent_token = NULL;
+	secret_free(&ur->sent_token);
 	ur->sent_gen = 0;
 	/* Credentials go only to the upstream itself, never to a host a
-	 * redirect named (S3 and CDNs reject or must not see them). */
-	if (ur->on_origin) {
+	 * redirect named (S3 and CDNs reject or must not see them).  A
+	 * pass-through upstream sees the client's, or none. */
+	if (ur->on_origin && ur->up->cfg->cred_kind == CRED_PASSTHROUGH) {
+		if (ur->client_auth != NULL)
+			auth = xstrdup(ur->client_auth);
+	} else if (ur->on_origin) {
 		tok = auth_token_lookup(ur->up, ur->scope, time(NULL));
 		if (tok != NULL) {
 			xasprintf(&auth, "Bearer %s", tok);
@@ -564,7 +581,9 @@ upreq_handle_401(struct upreq *ur, struct evkeyvalq *h)
 	struct auth_challenge	 ch, bearer, basic;
 	int			 have_bearer = 0, have_basic = 0, rc = 0;
 
-	if (ur->auth_retried || !ur->on_origin)
+	/* A pass-through client answers its challenges itself. */
+	if (ur->auth_retried || !ur->on_origin ||
+	    ur->up->cfg->cred_kind == CRED_PASSTHROUGH)
 		return 0;
 	memset(&bearer, 0, sizeof(bearer));
 	memset(&basic, 0, sizeof(basic));

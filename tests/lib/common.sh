@@ -25,6 +25,23 @@ TOOLSDIR=$SRCDIR/tests/tools
 TESTDIR=$(mktemp -d "${TMPDIR:-/tmp}/regcache-test.XXXXXX")
 mkdir -p "$TESTDIR/tmp"
 
+# --- kept logs and used secrets ---------------------------------------------
+# Every regcache log of a run is kept under tests/logs/NAME/ in the build
+# dir, and every password and token the test used is listed in
+# tests/logs/NAME.secrets: secrets.sh, which runs last, greps the logs for
+# each of them.  record_secret VALUE...: add to the list.
+TESTNAME=$(basename "$0" .sh)
+LOGKEEP=$BUILDDIR/tests/logs
+mkdir -p "$LOGKEEP"
+if [ "$TESTNAME" != secrets ]; then
+  rm -rf "${LOGKEEP:?}/$TESTNAME"
+  mkdir -p "$LOGKEEP/$TESTNAME"
+  SECRETS_FILE=$LOGKEEP/$TESTNAME.secrets
+  : >"$SECRETS_FILE"
+fi
+record_secret() { printf '%s\n' "$@" >>"$SECRETS_FILE"; }
+_kept_logs=()
+
 # --- TAP ------------------------------------------------------------------
 _tap_n=0          # tests reported so far
 _tap_failed=0
@@ -132,6 +149,9 @@ _cleanup() {
   fi
   for ((i = ${#_spawn_pids[@]} - 1; i >= 0; i--)); do
     [ -z "${_spawn_pids[$i]}" ] || stop_pid "${_spawn_pids[$i]}"
+  done
+  for i in "${_kept_logs[@]}"; do
+    [ ! -f "$TESTDIR/$i.log" ] || cp "$TESTDIR/$i.log" "$LOGKEEP/$TESTNAME/$i.log"
   done
   if [ "${KEEP:-0}" = 1 ]; then echo "# KEEP=1: work dir kept: $TESTDIR"
   else rm -rf "$TESTDIR"; fi

@@ -12,6 +12,7 @@ regcache_start() {
   port=$(free_port)
   printf '%s\n' "${json//@PORT@/$port}" >"$TESTDIR/$name.json"
   spawn "$name" "$REGCACHE" serve -c "$TESTDIR/$name.json" "$@"
+  _kept_logs+=("$name")
   printf -v "${name}_PORT" '%s' "$port"
   printf -v "${name}_ADDR" '%s' "127.0.0.1:$port"
   printf -v "${name}_URL" '%s' "http://127.0.0.1:$port"

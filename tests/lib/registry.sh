@@ -16,6 +16,7 @@
 
 TEST_USER=testuser
 TEST_PASSWORD=testpassword
+record_secret "$TEST_PASSWORD" "$(printf '%s:%s' "$TEST_USER" "$TEST_PASSWORD" | base64 -w0)"
 TOKEN_SERVICE=regcache-test-registry
 TOKEN_ISSUER=regcache-test-issuer
 MANIFEST_ACCEPT='application/vnd.oci.image.index.v1+json,application/vnd.oci.image.manifest.v1+json,application/vnd.docker.distribution.manifest.list.v2+json,application/vnd.docker.distribution.manifest.v2+json'
@@ -63,7 +64,8 @@ tokenserver_start() {
   token_keys_init
   port=$(free_port)
   spawn "$name" python3 -u "$TOOLSDIR/tokenserver.py" --port "$port" \
-    --key "$TOKEN_KEY" --cert "$TOKEN_CERT" --issuer "$TOKEN_ISSUER" --service "$TOKEN_SERVICE" "$@"
+    --key "$TOKEN_KEY" --cert "$TOKEN_CERT" --issuer "$TOKEN_ISSUER" --service "$TOKEN_SERVICE" \
+    --issued "$SECRETS_FILE" "$@"
   printf -v "${name}_PORT" '%s' "$port"
   printf -v "${name}_URL" '%s' "http://127.0.0.1:$port"
   printf -v "${name}_REALM" '%s' "http://127.0.0.1:$port/token"

@@ -139,6 +139,10 @@ class Handler(BaseHTTPRequestHandler):
             "jti": uuid.uuid4().hex, "access": access,
         }
         token = self.server.signer.sign(claims)
+        if opts.issued:
+            # The secret scan of the suite looks for these in regcache's logs.
+            with open(opts.issued, "a") as f:
+                f.write(token + "\n")
         granted = " ".join("%s:%s:%s" % (a["type"], a["name"], ",".join(a["actions"]))
                            for a in access)
         self.log_token(method=method, user=user or "-", client_id=client_id or "-",
@@ -199,6 +203,7 @@ def main():
     ap.add_argument("--expires-in", type=int, default=60, help="token lifetime, seconds")
     ap.add_argument("--public", default="*", help='comma separated globs; "" = none')
     ap.add_argument("--user", action="append", help="NAME:PASSWORD (repeatable)")
+    ap.add_argument("--issued", help="append every token issued to this file")
     opts = ap.parse_args()
     opts.public = [p for p in opts.public.split(",") if p]
     opts.users = dict(u.split(":", 1) for u in (opts.user or ["testuser:testpassword"]))
