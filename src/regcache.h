@@ -516,6 +516,7 @@ int	 idx_blob_put(const char *, const struct idx_blob *, const char *,
 	    const char *);
 int	 idx_blob_del(const char *);
 int	 idx_blob_seen_in(const char *, const char *, const char *);
+int	 idx_blob_known_in(const char *, const char *, const char *);
 int	 idx_tag_get(const struct idx_tag_key *, struct idx_tag *);
 int	 idx_tag_put(const struct idx_tag_key *, const struct idx_tag *);
 int	 idx_tag_del(const struct idx_tag_key *);
