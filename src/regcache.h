@@ -322,6 +322,8 @@ struct exchange {
 	struct blobsrc		*src;		/* a blob from the cache */
 	struct mop		*mop;		/* a manifest being resolved */
 	const char		*xcache;	/* HIT, MISS, COALESCED... */
+	int			 xrepo_status;	/* the upstream's answer to a
+						 * confirmation, 0 before */
 };
 
 void	 v2_handle(struct evhttp_request *, void *);
@@ -430,18 +432,26 @@ extern struct stats	stats;
 struct mop;
 int	 manifest_handle(struct exchange *);
 void	 manifest_op_free(struct exchange *);
+void	 manifest_accept_all(struct upreq *);
 
 /* server_blob.c: blobs from the cache, and fills shared by readers. */
 struct blobsrc;
 int	 blob_handle(struct exchange *);
 void	 blob_pump(struct exchange *);
 void	 blob_src_free(struct exchange *);
+void	 blob_rerun(struct exchange *);
+
+/* server_xrepo.c: cached digests confirmed per repository first when the
+ * upstream is credentialed. */
+int	 xrepo_needed(struct exchange *);
+void	 xrepo_confirm(struct exchange *);
 
 /* upstream.c */
 int	 upstream_init(struct config *);
 void	 upstream_shutdown(void);
 struct upstream *upstream_get(size_t);
 size_t	 upstream_count(void);
+int	 upstream_private(const struct upstream *);
 struct upreq *upreq_new(struct upstream *, enum evhttp_cmd_type,
 	    const char *, const char *, const struct upreq_cb *, void *);
 void	 upreq_add_header(struct upreq *, const char *, const char *);

@@ -162,6 +162,17 @@ upstream_count(void)
 	return nupstreams;
 }
 
+/*
+ * Does regcache send credentials of its own to up?  Then what up serves
+ * may be private to a repository, and a digest cached through one
+ * repository is served for another only once up confirms it there.
+ */
+int
+upstream_private(const struct upstream *up)
+{
+	return up->cfg->username != NULL;
+}
+
 uint64_t
 upreq_id(const struct upreq *ur)
 {
