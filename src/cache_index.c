@@ -947,6 +947,37 @@ idx_blob_seen_in(const char *digest, const char *upstream, const char *repo)
 }
 
 /*
+ * Was digest seen in (upstream, repo)?  A read only: the check a
+ * credentialed upstream makes before serving a blob cached through another
+ * repository.  1 recorded, 0 not, -1 error (treat as not recorded).
+ */
+int
+idx_blob_known_in(const char *digest, const char *upstream, const char *repo)
+{
+	MDB_txn	*txn;
+	MDB_val	 k, v;
+	char	 pair[IDX_KEY_MAX + 1];
+	size_t	 pairlen;
+	int	 rc;
+
+	if (idx_readable() == -1 ||
+	    idx_pair_key(digest, upstream, repo, pair, &pairlen) == -1)
+		return -1;
+	if (idx_rtxn_begin(&txn) == -1)
+		return -1;
+	k.mv_data = pair;
+	k.mv_size = pairlen;
+	rc = mdb_get(txn, idx.ix_blob_repos, &k, &v);
+	idx_rtxn_end();
+	if (rc == 0)
+		return 1;
+	if (rc == MDB_NOTFOUND)
+		return 0;
+	idx_warn("get blob repository", rc);
+	return -1;
+}
+
+/*
  * Delete the record of digest and every repository it was seen in, with
  * its pending touches.  0 deleted, 1 absent, -1 error.
  */

@@ -356,6 +356,8 @@ struct exchange {
 	struct blobsrc		*src;		/* a blob from the cache */
 	struct mop		*mop;		/* a manifest being resolved */
 	const char		*xcache;	/* HIT, MISS, COALESCED... */
+	int			 xrepo_status;	/* the upstream's answer to a
+						 * confirmation, 0 before */
 };
 
 void	 v2_handle(struct evhttp_request *, void *);
@@ -466,12 +468,19 @@ extern struct stats	stats;
 struct mop;
 int	 manifest_handle(struct exchange *);
 void	 manifest_op_free(struct exchange *);
+void	 manifest_accept_all(struct upreq *);
 
 /* server_blob.c: blobs from the cache, and fills shared by readers. */
 struct blobsrc;
 int	 blob_handle(struct exchange *);
 void	 blob_pump(struct exchange *);
 void	 blob_src_free(struct exchange *);
+void	 blob_rerun(struct exchange *);
+
+/* server_xrepo.c: cached digests confirmed per repository first when the
+ * upstream is credentialed. */
+int	 xrepo_needed(struct exchange *);
+void	 xrepo_confirm(struct exchange *);
 
 /* upstream.c */
 int	 upstream_init(struct config *);
@@ -582,6 +591,7 @@ int	 idx_blob_put(const char *, const struct idx_blob *, const char *,
 	    const char *);
 int	 idx_blob_del(const char *);
 int	 idx_blob_seen_in(const char *, const char *, const char *);
+int	 idx_blob_known_in(const char *, const char *, const char *);
 int	 idx_tag_get(const struct idx_tag_key *, struct idx_tag *);
 int	 idx_tag_put(const struct idx_tag_key *, const struct idx_tag *);
 int	 idx_tag_del(const struct idx_tag_key *);

@@ -2,7 +2,9 @@
  * Blobs for clients: from the cache when the file is there (sendfile on
  * plain HTTP, bounded pread pieces on TLS), else from a fill that one
  * upstream fetch feeds for every client that wants the digest at once.
- * HEAD of an uncached blob goes to the upstream as is.
+ * HEAD of an uncached blob goes to the upstream as is.  Through a
+ * credentialed upstream, a blob cached or being fetched for another
+ * repository waits for server_xrepo.c to confirm it in this one.
  */
 #include "config.h"
 
@@ -504,6 +506,27 @@ blob_resume(struct exchange *ex, struct fill *f)
 	blob_pump(ex);
 }
 
+/* Was fill f started for the upstream and repository of this request? */
+static int
+blob_fill_ours(struct exchange *ex, struct fill *f)
+{
+	return strcmp(f->upstream_name, ex->rt.upstream->cfg->name) == 0 &&
+	    strcmp(f->repo, ex->rt.name) == 0;
+}
+
+/*
+ * Handle the request again from the start, with what is known now: after a
+ * fill for another repository was refused, or once the upstream confirmed
+ * the digest in this repository (server_xrepo.c).
+ */
+void
+blob_rerun(struct exchange *ex)
+{
+	blob_src_free(ex);
+	if (blob_handle(ex) == -1)
+		v2_passthrough(ex);
+}
+
 /* What a fill tells one of its readers. */
 static void
 blob_fill_event(struct fill_reader *r, enum fill_event ev)
@@ -547,12 +570,9 @@ blob_fill_event(struct fill_reader *r, enum fill_event ev)
 		return;
 	case FILL_EV_UPSTREAM_ERROR:
 		fill_leave(r);
-		if (strcmp(f->upstream_name, ex->rt.upstream->cfg->name) != 0 ||
-		    strcmp(f->repo, ex->rt.name) != 0) {
+		if (!blob_fill_ours(ex, f)) {
 			/* Refused for another repository: ask for ours. */
-			blob_src_free(ex);
-			if (blob_handle(ex) == -1)
-				v2_passthrough(ex);
+			blob_rerun(ex);
 			return;
 		}
 		blob_fill_refused(ex, f);
@@ -586,7 +606,8 @@ blob_fill_event(struct fill_reader *r, enum fill_event ev)
 /*
  * A blob request, after routing.  Returns 0 when this file answers it,
  * -1 when it should stream straight through (HEAD of an uncached blob, or
- * a cache that cannot take a fill).
+ * a cache that cannot take a fill).  A credentialed upstream first
+ * confirms a blob cached, or being fetched, for another repository.
  */
 int
 blob_handle(struct exchange *ex)
@@ -597,6 +618,11 @@ blob_handle(struct exchange *ex)
 	int		 fd;
 
 	if ((fd = cache_blob_open(ex->p.ref, &b)) != -1) {
+		if (xrepo_needed(ex)) {
+			close(fd);
+			xrepo_confirm(ex);
+			return 0;
+		}
 		stats.hits++;
 		ex->xcache = "HIT";
 		idx_touch(ex->p.ref, time(NULL));
@@ -614,6 +640,10 @@ blob_handle(struct exchange *ex)
 		return -1;
 	}
 	if ((f = fill_find(ex->p.ref)) != NULL) {
+		if (!blob_fill_ours(ex, f) && xrepo_needed(ex)) {
+			xrepo_confirm(ex);
+			return 0;
+		}
 		stats.coalesced++;
 		ex->xcache = "COALESCED";
 	} else if ((f = fill_start(ex->rt.upstream, ex->rt.name,

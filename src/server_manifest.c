@@ -6,7 +6,10 @@
  * HEAD revalidates, and the manifest is fetched again only if the digest
  * changed.  An upstream that is down, times out, or answers 5xx or 429
  * gets the cached mapping served anyway (stale-if-error).  A 404 is
- * remembered for negative_ttl.
+ * remembered for negative_ttl.  Through a credentialed upstream a
+ * manifest by digest cached for another repository is served once
+ * server_xrepo.c confirmed it in this one; a tag's digest counts as
+ * confirmed in the tag's repository.
  *
  * Accept classes: upstreams answer a tag differently by Accept (a list to
  * clients that take lists, a platform manifest otherwise), so a client is
@@ -146,6 +149,14 @@ mf_add_accept(struct upreq *ur, unsigned mask)
 	for (i = 0; mf_types[i] != NULL; i++)
 		if (mask & (1u << i))
 			upreq_add_header(ur, "Accept", mf_types[i]);
+}
+
+/* Accept lines for every manifest type (a request that asks whether a
+ * digest exists, whatever its type). */
+void
+manifest_accept_all(struct upreq *ur)
+{
+	mf_add_accept(ur, MF_ALL);
 }
 
 static void	mf_flight_end(struct mop *);
@@ -430,6 +441,10 @@ mf_store_tag(struct exchange *ex, const char *digest, const char *ctype,
 	t.negative = negative;
 	mf_key(ex, m->cls, &k);
 	idx_tag_put(&k, &t);
+	/* The upstream named the digest for a tag of this repository, so a
+	 * pull by that digest here needs no confirmation (server_xrepo.c). */
+	if (!negative && digest != NULL)
+		idx_blob_seen_in(digest, k.upstream, k.repo);
 	m->tag = t;
 	m->have_tag = 1;
 }
@@ -460,8 +475,13 @@ mf_store_body(struct exchange *ex, const char *digest, const char *ctype)
 	int		 fd, rc;
 	size_t		 len = evbuffer_get_length(m->body);
 
-	if (idx_blob_get(digest, &(struct idx_blob){ 0 }) == 0)
-		return 0;	/* the same bytes are there already */
+	if (idx_blob_get(digest, &(struct idx_blob){ 0 }) == 0) {
+		/* The same bytes are there already, maybe through another
+		 * repository: this one has them too now. */
+		idx_blob_seen_in(digest, ex->rt.upstream->cfg->name,
+		    ex->rt.name);
+		return 0;
+	}
 	if ((fd = cache_tmp_create(digest, &tmp)) == -1)
 		return -1;
 	rc = fd_write_all(fd, evbuffer_pullup(m->body, -1), len);
@@ -704,6 +724,32 @@ mf_by_tag(struct exchange *ex)
 	mf_request(ex, MOP_GET_TAG, ex->p.ref);
 }
 
+/*
+ * A manifest request by digest: from the cache whatever the TTL, or one
+ * fetch.  A credentialed upstream first confirms a cached digest in this
+ * repository (server_xrepo.c).  rerun: after a flight it waited on.
+ */
+static void
+mf_by_digest(struct exchange *ex, int rerun)
+{
+	if (xrepo_needed(ex) &&
+	    idx_blob_get(ex->p.ref, &(struct idx_blob){ 0 }) == 0) {
+		xrepo_confirm(ex);
+		return;
+	}
+	ex->xcache = rerun ? "COALESCED" : "HIT";
+	if (mf_serve_cached(ex, ex->p.ref, NULL) == 0) {
+		if (!rerun)
+			stats.hits++;
+		return;
+	}
+	if (!rerun) {
+		stats.misses++;
+		ex->xcache = "MISS";
+	}
+	mf_request(ex, MOP_GET_DIGEST, ex->p.ref);
+}
+
 /* Resolve the request again, after the flight it waited on: usually a
  * cache hit now. */
 static void
@@ -716,10 +762,7 @@ mf_rerun(struct exchange *ex)
 		mf_by_tag(ex);
 		return;
 	}
-	ex->xcache = "COALESCED";
-	if (mf_serve_cached(ex, ex->p.ref, NULL) == 0)
-		return;
-	mf_request(ex, MOP_GET_DIGEST, ex->p.ref);
+	mf_by_digest(ex, 1);
 }
 
 /*
@@ -743,14 +786,6 @@ manifest_handle(struct exchange *ex)
 		mf_by_tag(ex);
 		return 0;
 	}
-	/* By digest: the cache, whatever the TTL, or one fetch. */
-	ex->xcache = "HIT";
-	if (mf_serve_cached(ex, ex->p.ref, NULL) == 0) {
-		stats.hits++;
-		return 0;
-	}
-	stats.misses++;
-	ex->xcache = "MISS";
-	mf_request(ex, MOP_GET_DIGEST, ex->p.ref);
+	mf_by_digest(ex, 0);
 	return 0;
 }

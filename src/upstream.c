@@ -167,7 +167,6 @@ upstream_count(void)
 {
 	return nupstreams;
 }
-
 uint64_t
 upreq_id(const struct upreq *ur)
 {

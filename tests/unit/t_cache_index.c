@@ -128,7 +128,25 @@ test_blobs(void)
 	ok(idx_blob_del("sha256:edge") == 0, "blobs: edge record deleted");
 
 	/* Repositories. */
+	ok(idx_blob_known_in(a, "ghcr.io", "x/y") == 0,
+	    "pairs: known_in before seen_in -> 0");
+	ok(idx_blob_known_in(a, "docker.io", "library/alpine") == 1,
+	    "pairs: known_in for the pair put with the blob -> 1");
 	ok(idx_blob_seen_in(a, "ghcr.io", "x/y") == 0, "pairs: seen_in");
+	ok(idx_blob_known_in(a, "ghcr.io", "x/y") == 1,
+	    "pairs: known_in after seen_in -> 1");
+	ok(idx_blob_known_in(a, "ghcr.io", "x") == 0 &&
+	    idx_blob_known_in(a, "ghcr.io", "x/y/z") == 0 &&
+	    idx_blob_known_in(a, "ghcr", "x/y") == 0 &&
+	    idx_blob_known_in(a, "docker.io", "x/y") == 0,
+	    "pairs: known_in is exact: no prefix, no other upstream");
+	ok(idx_blob_known_in(m, "docker.io", "library/alpine") == 0,
+	    "pairs: known_in is per digest");
+	ok(idx_blob_known_in(a, "", "x/y") == -1 &&
+	    idx_blob_known_in(a, "ghcr.io", "") == -1 &&
+	    idx_blob_known_in(a, NULL, "x/y") == -1 &&
+	    idx_blob_known_in("", "ghcr.io", "x/y") == -1,
+	    "pairs: known_in with an empty part -> -1");
 	ok(idx_blob_seen_in(a, "ghcr.io", "x/y") == 0,
 	    "pairs: seen_in again is a no-op");
 	b = blob_rec(200, 1002, "");
@@ -161,6 +179,8 @@ test_blobs(void)
 	memset(&p, 0, sizeof(p));
 	ok(idx_repo_iter(a, collect_pair, &p) == 0 && p.n == 0,
 	    "del: its pairs are gone");
+	ok(idx_blob_known_in(a, "ghcr.io", "x/y") == 0,
+	    "del: known_in -> 0 once the blob is deleted");
 	memset(&p, 0, sizeof(p));
 	ok(idx_repo_iter("sha256:aa", collect_pair, &p) == 0 && p.n == 1,
 	    "del: the prefix digest's pair stays");
@@ -208,6 +228,8 @@ test_key_limits(void)
 	    "keys: and the blob was not stored either");
 	ok(idx_blob_seen_in("sha256:long", up, repo) == -1,
 	    "keys: seen_in too long -> -1");
+	ok(idx_blob_known_in("sha256:long", up, repo) == -1,
+	    "keys: known_in too long -> -1");
 
 	k = (struct idx_tag_key){ up, repo, tag, "oci" };
 	ok(idx_tag_put(&k, &t) == -1, "keys: tag key too long -> -1");
@@ -632,6 +654,8 @@ test_persistence(void)
 	ok(idx_blob_del("sha256:bbbb") == -1, "ro: blob del -> -1");
 	ok(idx_blob_seen_in("sha256:bbbb", "a", "b") == -1,
 	    "ro: seen_in -> -1");
+	ok(idx_blob_known_in("sha256:bbbb", "a", "b") == 0,
+	    "ro: known_in reads -> 0");
 	ok(idx_tag_put(&k, &t) == -1 && idx_tag_del(&k) == -1,
 	    "ro: tag put/del -> -1");
 	idx_touch("sha256:bbbb", 99999);
