@@ -30,22 +30,59 @@ static const struct upreq_cb xrepo_cb = {
 	xrepo_headers, xrepo_body, xrepo_done
 };
 
+/* What the records of a digest say about where it was seen. */
+struct xrepo_seen {
+	int	 any;
+	int	 public;	/* through an anonymous upstream */
+};
+
+/* idx_repo_iter: stops at a record of an anonymous upstream. */
+static int
+xrepo_public_cb(const char *upstream, const char *repo, void *arg)
+{
+	struct xrepo_seen	*seen = arg;
+	struct upstream		*up;
+	size_t			 i;
+
+	seen->any = 1;
+	for (i = 0; i < upstream_count(); i++) {
+		up = upstream_get(i);
+		if (strcmp(up->cfg->name, upstream) == 0) {
+			seen->public = up->cfg->cred_kind == CRED_NONE;
+			return seen->public;
+		}
+	}
+	return 0;	/* gone from the configuration: assume private */
+}
+
 /*
  * Must the upstream of this request confirm its digest (ex->p.ref) in its
- * repository before the cache serves it?  Only for a credentialed upstream
- * whose (upstream, repository) the index does not record for the digest,
- * and not again once this exchange got a confirmation.  An index error
- * counts as not recorded: asking costs a HEAD, serving could leak.
+ * repository before the cache serves it?  For a credentialed upstream
+ * whose (upstream, repository) the index does not record for the digest;
+ * and for an anonymous one too when the digest was only ever seen through
+ * private upstreams (else a public route would read private content).
+ * Not again once this exchange got a confirmation.  Pass-through
+ * upstreams confirm each client themselves (server_passthrough.c).  An
+ * index error counts as not recorded: asking costs a HEAD, serving could
+ * leak.
  */
 int
 xrepo_needed(struct exchange *ex)
 {
-	struct upstream	*up = ex->rt.upstream;
+	struct upstream		*up = ex->rt.upstream;
+	struct xrepo_seen	 seen = { 0, 0 };
 
-	if (!cred_has(up) ||
+	if (up->cfg->cred_kind == CRED_PASSTHROUGH ||
 	    (ex->xrepo_status >= 200 && ex->xrepo_status < 300))
 		return 0;
-	return idx_blob_known_in(ex->p.ref, up->cfg->name, ex->rt.name) != 1;
+	if (idx_blob_known_in(ex->p.ref, up->cfg->name, ex->rt.name) == 1)
+		return 0;
+	if (cred_has(up))
+		return 1;
+	/* Anonymous: free unless every record is of a private upstream. */
+	if (idx_repo_iter(ex->p.ref, xrepo_public_cb, &seen) == -1)
+		return 1;
+	return seen.any && !seen.public;
 }
 
 /*

@@ -34,7 +34,7 @@ set -eu
 
 require_cmd docker-registry skopeo python3 curl jq sha256sum htpasswd openssl
 require_regcache
-plan 47
+plan 49
 
 # --- images and upstreams ------------------------------------------------------
 X=$(mkimage "$TESTDIR/img-x" --seed xr-x --layers 2 --layer-size 100000)
@@ -229,6 +229,16 @@ ok "$([ "$(hdr X-Cache)" = HIT ]; echo $?)" "X-Cache: HIT"
 R=$(up_since anon)
 show "$R"
 ok "$([ -z "$R" ]; echo $?)" "without asking the anonymous upstream"
+# A digest seen only through a credentialed upstream is private even on a
+# public route: the anonymous upstream is asked, and it does not have it.
+up_mark anon
+get "/v2/pub/p/one/blobs/$LAYER"
+ok "$([ "$(status_of)" = 404 ] && grep -q BLOB_UNKNOWN "$B"; echo $?)" \
+  "a private layer via the anonymous upstream: 404 BLOB_UNKNOWN, not the cached bytes"
+R=$(up_since anon)
+show "$R"
+ok "$([ "$(printf '%s\n' "$R" | grep -c "^HEAD /v2/p/one/blobs/$LAYER\$")" -eq 1 ]; echo $?)" \
+  "after one HEAD to the anonymous upstream"
 
 # --- 5. joining a fill that runs for another repository -----------------------------------
 spawn first curl -q -s --max-time 60 -o "$TESTDIR/first.body" -w '%{http_code}\n' \
