@@ -123,12 +123,14 @@ fill_fail(struct fill *f, const char *why)
 }
 
 /*
- * Start fetching digest of repository name from up into the cache.
+ * Start fetching digest of repository name from up into the cache (with
+ * auth, a pass-through client's Authorization, or NULL).
  * Returns NULL when no tmp file can be made (disk full, say): the caller
  * then streams straight from the upstream.
  */
 struct fill *
-fill_start(struct upstream *up, const char *name, const char *digest)
+fill_start(struct upstream *up, const char *name, const char *digest,
+    const char *auth)
 {
 	struct fill	*f;
 	char		*path, *scope;
@@ -161,6 +163,7 @@ fill_start(struct upstream *up, const char *name, const char *digest)
 	xasprintf(&path, "/v2/%s/blobs/%s", name, digest);
 	xasprintf(&scope, "repository:%s:pull", name);
 	f->ur = upreq_new(up, EVHTTP_REQ_GET, path, scope, &fill_upreq_cb, f);
+	upreq_set_auth(f->ur, auth);
 	free(path);
 	free(scope);
 	log_debug("%s: fill %llu: %s from %s/%s", __func__,

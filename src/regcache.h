@@ -356,6 +356,8 @@ struct exchange {
 	struct blobsrc		*src;		/* a blob from the cache */
 	struct mop		*mop;		/* a manifest being resolved */
 	const char		*xcache;	/* HIT, MISS, COALESCED... */
+	char			*up_auth;	/* pass-through: the client's */
+	char			*pt_challenge;	/* pass-through: for a 401 */
 	int			 xrepo_status;	/* the upstream's answer to a
 						 * confirmation, 0 before */
 };
@@ -428,7 +430,8 @@ struct fill {
 
 extern uint64_t	fill_bytes_inflight;
 struct fill	*fill_find(const char *);
-struct fill	*fill_start(struct upstream *, const char *, const char *);
+struct fill	*fill_start(struct upstream *, const char *, const char *,
+		    const char *);
 void		 fill_join(struct fill *, struct fill_reader *);
 void		 fill_leave(struct fill_reader *);
 uint64_t	 fill_available(const struct fill *);

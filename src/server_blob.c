@@ -474,6 +474,7 @@ blob_resume_start(struct exchange *ex)
 	ex->ur = upreq_new(ex->rt.upstream, EVHTTP_REQ_GET, ex->upath, scope,
 	    &blob_resume_cb, ex);
 	free(scope);
+	upreq_set_auth(ex->ur, ex->up_auth);
 	upreq_add_header(ex->ur, "Range", range);
 	log_info("blob %s: the cache could not keep it; streaming the rest "
 	    "from %s", ex->p.ref, ex->rt.upstream->cfg->name);
@@ -647,7 +648,7 @@ blob_handle(struct exchange *ex)
 		stats.coalesced++;
 		ex->xcache = "COALESCED";
 	} else if ((f = fill_start(ex->rt.upstream, ex->rt.name,
-	    ex->p.ref)) != NULL) {
+	    ex->p.ref, ex->up_auth)) != NULL) {
 		stats.misses++;
 		ex->xcache = "MISS";
 	} else {

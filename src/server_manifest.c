@@ -352,6 +352,7 @@ mf_request(struct exchange *ex, enum mop_step step, const char *ref)
 	xasprintf(&scope, "repository:%s:pull", ex->rt.name);
 	ex->ur = upreq_new(ex->rt.upstream, step == MOP_HEAD_TAG ?
 	    EVHTTP_REQ_HEAD : EVHTTP_REQ_GET, path, scope, &mf_upreq_cb, ex);
+	upreq_set_auth(ex->ur, ex->up_auth);
 	free(path);
 	free(scope);
 	/* A client that sent no Accept gets what the upstream gives one. */

@@ -179,6 +179,8 @@ exchange_close(struct exchange *ex, const char *why)
 	}
 	free(ex->uri);
 	free(ex->upath);
+	secret_free(&ex->up_auth);
+	free(ex->pt_challenge);
 	ex->magic = 0;
 	free(ex);
 }
@@ -554,6 +556,7 @@ v2_passthrough(struct exchange *ex)
 	ex->ur = upreq_new(ex->rt.upstream, ex->method, ex->upath, scope,
 	    &v2_upreq_cb, ex);
 	free(scope);
+	upreq_set_auth(ex->ur, ex->up_auth);
 	for (i = 0; pass[i] != NULL; i++)
 		TAILQ_FOREACH(kv, in, next)
 			if (strcasecmp(kv->key, pass[i]) == 0)
