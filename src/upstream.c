@@ -352,7 +352,6 @@ static void
 upreq_exchange(struct upreq *ur)
 {
 	struct evkeyvalq	 h;
-	struct evkeyval		*kv;
 	const char		*tok, *user, *pass;
 	char			*auth = NULL;
 	uint64_t		 gen;
@@ -383,8 +382,7 @@ upreq_exchange(struct upreq *ur)
 		}
 	}
 	TAILQ_INIT(&h);
-	TAILQ_FOREACH(kv, &ur->hdrs, next)
-		evhttp_add_header(&h, kv->key, kv->value);
+	headers_copy(&h, &ur->hdrs, NULL);
 	if (auth != NULL) {
 		evhttp_add_header(&h, "Authorization", auth);
 		OPENSSL_cleanse(auth, strlen(auth));

@@ -429,7 +429,7 @@ mkdir_p(const char *path, mode_t mode)
 	return rc;
 }
 
-/* Append every src header called name to dst; returns how many. */
+/* Append every src header called name (NULL: all) to dst; how many. */
 int
 headers_copy(struct evkeyvalq *dst, const struct evkeyvalq *src,
     const char *name)
@@ -438,7 +438,7 @@ headers_copy(struct evkeyvalq *dst, const struct evkeyvalq *src,
 	int		 n = 0;
 
 	TAILQ_FOREACH(kv, src, next) {
-		if (strcasecmp(kv->key, name) == 0) {
+		if (name == NULL || strcasecmp(kv->key, name) == 0) {
 			evhttp_add_header(dst, kv->key, kv->value);
 			n++;
 		}
