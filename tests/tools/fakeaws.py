@@ -16,8 +16,10 @@ request (as the real endpoints would be by host name):
       base64("AWS:" + password), expiresAt = now + --password-ttl.
   POST /  (form) or GET /?Action=AssumeRoleWithWebIdentity&...
       STS, unsigned like AWS.  Accepts only --role-arn and the current web
-      identity token, and answers AWS's XML with temporary credentials
-      valid for --temp-ttl seconds.
+      identity token (what --web-identity-token-file holds at the time of
+      the call, else --web-identity-token or the control below), and
+      answers AWS's XML with temporary credentials valid for --temp-ttl
+      seconds.
   PUT /latest/api/token, GET /latest/meta-data/iam/security-credentials/[ROLE]
       IMDSv2: a session token first, then the role name and temporary
       credentials.  Requests without a valid session token get 401, so
@@ -43,10 +45,12 @@ sts_ok, sts_refused, sts_tokens_seen (distinct web identity tokens
 accepted), imds_calls, imds_tokens, imds_creds, imds_refused,
 passwords_issued, passwords_expired, rotations.
 
-Every issued password goes on its own line of --issued, every temporary
-secret key, session token and IMDS token on its own line of
---issued-creds, so a test can check that none of them reaches a log.  The
-process logs one line per request to stderr, never a secret.
+Every issued password goes on its own line of --issued; every
+authorizationToken (the base64 form), temporary secret key, session token
+and IMDS token on its own line of --issued-creds, so a test can check
+that none of them reaches a log.  The process prints "listening on
+127.0.0.1:PORT, ..." on stdout once ready and logs one line per request
+to stderr, never a secret.
 
 --selftest DIR checks the signature verifier against the AWS Signature
 Version 4 test suite (DIR/<case>/<case>.{req,creq,sts,authz}) and prints
@@ -252,8 +256,12 @@ def sigv4_verify(method, target, headers, body, lookup, region, service, now):
     if cservice != service:
         raise SigError(403, "InvalidSignatureException",
                        "Credential should be scoped to correct service: '%s'" % service)
-    stamp = datetime.datetime.strptime(amz_date, "%Y%m%dT%H%M%SZ").replace(
-        tzinfo=datetime.timezone.utc).timestamp()
+    try:
+        stamp = datetime.datetime.strptime(amz_date, "%Y%m%dT%H%M%SZ").replace(
+            tzinfo=datetime.timezone.utc).timestamp()
+    except ValueError:
+        raise SigError(400, "IncompleteSignatureException",
+                       "X-Amz-Date is not a valid date") from None
     if abs(stamp - now) > MAX_SKEW:
         raise SigError(403, "InvalidSignatureException",
                        "Signature expired: %s is not within 5 minutes of %s"
