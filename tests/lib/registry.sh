@@ -9,8 +9,9 @@
 #
 # Each sets ${NAME}_URL ${NAME}_HOST ${NAME}_PORT ${NAME}_LOG ${NAME}_PID
 # ${NAME}_SHAPE (plain|basic|token) ${NAME}_STORAGE ${NAME}_CREDS (empty
-# for plain); the token shape also ${NAME}_REALM ${NAME}_SERVICE and
-# ${NAME}_TOKEN_LOG.  Each registry logs at info level to ${NAME}_LOG, both
+# for plain); the basic shape also ${NAME}_HTPASSWD (the registry re-reads
+# it when it changes, so a test may add users or change passwords); the
+# token shape also ${NAME}_REALM ${NAME}_SERVICE and ${NAME}_TOKEN_LOG.  Each registry logs at info level to ${NAME}_LOG, both
 # the app's "response completed" lines and the access log, so tests can
 # grep which requests reached it.
 
@@ -129,6 +130,7 @@ registry_start_basic() {
     realm: regcache-test-basic
     path: $TESTDIR/pki/$name.htpasswd" --cacert "$TLS_CA"
   printf -v "${name}_CREDS" '%s' "$TEST_USER:$TEST_PASSWORD"
+  printf -v "${name}_HTPASSWD" '%s' "$TESTDIR/pki/$name.htpasswd"
 }
 
 registry_start_token() {
