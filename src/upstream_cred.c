@@ -30,8 +30,8 @@
 #define ECR_REFRESH_BEFORE_MS	(60 * 60 * 1000)
 /* Retry a failed refresh after 1 s, doubling up to this. */
 #define CRED_RETRY_MAX_MS	(60 * 1000)
-/* Credentials this fresh that the upstream refuses are simply refused. */
-#define CRED_FRESH_MS		(10 * 1000)
+/* A refusal re-fetches at most this often (a wrong account would loop). */
+#define CRED_FRESH_MS		1000
 
 struct cred {
 	struct upstream		*up;
@@ -39,7 +39,7 @@ struct cred {
 	char			*pass;
 	uint64_t		 gen;		/* bumped at every change */
 	int64_t			 expires_ms;	/* wall clock; 0: never */
-	uint64_t		 got_ms;	/* monotonic, last success */
+	uint64_t		 reauth_ms;	/* monotonic, last refusal fetch */
 	struct ecr_fetch	*fetch;		/* in flight */
 	struct aws_state	*aws;
 	struct event		*timer;		/* next refresh */
@@ -442,7 +442,6 @@ cred_fetched(const struct ecr_token *t, const char *error, void *arg)
 	cr->pass = xstrdup(t->pass);
 	cr->expires_ms = t->expires_ms;
 	cr->gen++;
-	cr->got_ms = mono_ms();
 	cr->retry_ms = 1000;
 	life = cr->expires_ms - now;
 	margin = cr->up->cfg->ecr.refresh_before_ms;
@@ -562,7 +561,8 @@ cred_unwait(struct upstream *up, struct cred_waiter *w)
 /*
  * The upstream refused the credentials of generation gen.  Returns 1 when
  * newer ones are there (retry now), 0 when a refresh runs (cred_wait),
- * -1 when nothing can change (static ones, or ones just fetched).
+ * -1 when nothing can change (static ones, or a refusal fetch just
+ * ran: an account without access must not make every request ask ECR).
  */
 int
 cred_reauth(struct upstream *up, uint64_t gen)
@@ -573,9 +573,11 @@ cred_reauth(struct upstream *up, uint64_t gen)
 		return -1;
 	if (gen != cr->gen && cred_valid(cr))
 		return 1;
-	if (cr->fetch == NULL && cr->got_ms != 0 &&
-	    mono_ms() - cr->got_ms < CRED_FRESH_MS)
+	if (cr->fetch == NULL && cr->reauth_ms != 0 &&
+	    mono_ms() - cr->reauth_ms < CRED_FRESH_MS)
 		return -1;
+	if (cr->fetch == NULL)
+		cr->reauth_ms = mono_ms();
 	log_info("upstream %s: credentials refused, fetching new ones",
 	    up->cfg->name);
 	cred_fetch(cr);

@@ -252,7 +252,7 @@ finish rc_wi aws_wi "web identity"
 
 # --- (d) IMDSv2 ---------------------------------------------------------------
 aws_start aws_imds
-rc_start rc_imds 2s
+rc_start rc_imds 2
 refresh_rounds imds
 imds_source() {
   is "$(st ecr_by_source.imds)" -ge 4 && is "$(st ecr_by_source.static)" -eq 0 &&
