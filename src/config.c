@@ -2014,8 +2014,9 @@ parse_access_rule(struct pctx *c, json_t *o, struct access_cfg *ac,
 }
 
 /*
- * Parses "auth": {"htpasswd", "token_ttl", "groups", "rules"}.  The
- * htpasswd file itself is read by config_validate().
+ * Parses "auth": null for open pulls, or {"htpasswd", "token_ttl",
+ * "groups", "rules"}.  The htpasswd file itself is read by
+ * config_validate().
  */
 static int
 parse_access(struct pctx *c, json_t *o, struct config *cf)
@@ -2024,11 +2025,16 @@ parse_access(struct pctx *c, json_t *o, struct config *cf)
 	json_t			*v;
 	size_t			 i, n;
 
-	if (want_object(c, o, access_keys) == -1)
+	access_free(cf->access);
+	cf->access = NULL;
+	if (json_is_null(o))
+		return 0;
+	if (!json_is_object(o))
+		return cerr(c, "expected an object or null, got %s", jtype(o));
+	if (check_keys(c, o, access_keys) == -1)
 		return -1;
 	ac = xcalloc(1, sizeof(*ac));
 	ac->token_ttl_s = DEFAULT_TOKEN_TTL_S;
-	access_free(cf->access);
 	cf->access = ac;
 	if (member_get(c, o, "htpasswd", MEMBER_REQUIRED, &v) == -1 ||
 	    member_get(c, o, "rules", MEMBER_REQUIRED, &v) == -1 ||

@@ -849,6 +849,13 @@ test_auth(void)
 	config_free(cf);
 	free(text);
 
+	cf = load_text(UP_AUTH " \"auth\": null}", msg, sizeof(msg));
+	ok(cf != NULL && cf->access == NULL, "\"auth\": null means open "
+	    "pulls (%s)", msg);
+	config_free(cf);
+	m = load_error(UP_AUTH " \"auth\": true}");
+	is_str(m, ":1:66: auth: expected an object or null, got a boolean",
+	    "auth must be an object");
 	m = load_error(UP_AUTH " \"auth\": {\"rules\": []}}");
 	is_str(m, ":1:66: auth: missing key \"htpasswd\"", "htpasswd required");
 	m = load_error(UP_AUTH " \"auth\": {\"htpasswd\": \"h\"}}");
