@@ -262,9 +262,10 @@ sa_origin(struct evhttp_request *req, char *out, size_t outlen)
 static void
 tokreq_close(struct tokreq *t, const char *why)
 {
-	char	*user = t->user != NULL ? log_escape(t->user) : NULL;
+	char	*user;
 
 	CHECK_MAGIC(t, TOKREQ_MAGIC);
+	user = t->user != NULL ? log_escape(t->user) : NULL;
 	log_access("%s %s \"%s %s\" %d %llu %llums - -%s%s", t->peer,
 	    user != NULL ? user : "-", v2_method_name(t->method),
 	    AUTH_TOKEN_PATH, t->status, (unsigned long long)t->bytes,

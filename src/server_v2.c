@@ -173,9 +173,10 @@ v2_quick_error(struct evhttp_request *req, int status, const char *code,
 void
 exchange_close(struct exchange *ex, const char *why)
 {
-	char	*user = ex->user != NULL ? log_escape(ex->user) : NULL;
+	char	*user;
 
 	CHECK_MAGIC(ex, EXCHANGE_MAGIC);
+	user = ex->user != NULL ? log_escape(ex->user) : NULL;
 	log_access("%s %s \"%s %s\" %d %llu %llums %s %s%s%s", ex->peer,
 	    user != NULL ? user : "-", v2_method_name(ex->method), ex->uri,
 	    ex->status,
