@@ -48,6 +48,7 @@
 #define CACHE_MAX_IDLE_MAX_S	(100LL * 365 * 86400)	/* a century */
 #define QUANTITY_FRAC_MAX	6		/* digits after the point */
 #define LISTEN_ANY_HOST		"0.0.0.0"	/* what ":port" listens on */
+#define ACCESS_TOKEN_TTL_MAX_S	86400		/* a day */
 
 #define DOCKER_HUB_HOST		"registry-1.docker.io"
 #define DOCKER_HUB_ALIAS	"docker.io"
@@ -193,7 +194,7 @@ static const struct unit duration_units[] = {
 
 static const char *const root_keys[] = {
 	"listen", "data_dir", "default_upstream", "upstreams", "timeouts",
-	"limits", "log", "cache", NULL
+	"limits", "log", "cache", "auth", NULL
 };
 static const char *const listen_keys[] = { "address", "tls", NULL };
 static const char *const tls_keys[] = { "certificate", "key", NULL };
@@ -1212,6 +1213,42 @@ upstreams_free(struct upstream_cfg *us, size_t n)
 	free(us);
 }
 
+/* Frees a list of strings. */
+static void
+strings_free(char **v, size_t n)
+{
+	size_t	 i;
+
+	for (i = 0; i < n && v != NULL; i++)
+		free(v[i]);
+	free(v);
+}
+
+/* Frees the "auth" section, users and all. */
+static void
+access_free(struct access_cfg *ac)
+{
+	size_t	 i;
+
+	if (ac == NULL)
+		return;
+	free(ac->htpasswd);
+	for (i = 0; i < ac->ngroups; i++) {
+		free(ac->groups[i].name);
+		strings_free(ac->groups[i].users, ac->groups[i].nusers);
+	}
+	free(ac->groups);
+	for (i = 0; i < ac->nrules; i++) {
+		strings_free(ac->rules[i].users, ac->rules[i].nusers);
+		strings_free(ac->rules[i].groups, ac->rules[i].ngroups);
+		strings_free(ac->rules[i].upstreams, ac->rules[i].nupstreams);
+		strings_free(ac->rules[i].repos, ac->rules[i].nrepos);
+	}
+	free(ac->rules);
+	users_free(ac->users, ac->nusers);
+	free(ac);
+}
+
 /* Frees a configuration, including one a parser gave up on half way. */
 void
 config_free(struct config *cf)
@@ -1222,6 +1259,7 @@ config_free(struct config *cf)
 	listens_free(cf->listens, cf->nlistens);
 	upstreams_free(cf->upstreams, cf->nupstreams);
 	free(cf->data_dir);
+	access_free(cf->access);
 	free(cf);
 }
 
@@ -1888,6 +1926,227 @@ parse_log(struct pctx *c, json_t *o, struct config *cf)
 }
 
 /*
+ * The "auth" section: local clients log in (struct access_cfg).  Its
+ * rules name upstreams, so it is parsed after "upstreams".
+ */
+static const char *const access_keys[] = {
+	"htpasswd", "token_ttl", "groups", "rules", NULL
+};
+static const char *const access_rule_keys[] = {
+	"users", "groups", "anonymous", "upstreams", "repositories", "allow",
+	NULL
+};
+
+static const struct num_opt access_opts[] = {
+	{ "token_ttl", offsetof(struct access_cfg, token_ttl_s), NUM_SECONDS,
+	    1, ACCESS_TOKEN_TTL_MAX_S, NULL },
+	{ NULL, 0, NUM_INT, 0, 0, NULL }
+};
+
+/*
+ * Parses a non-empty array of distinct non-empty strings, each passing
+ * valid (when given, with what it must be in the message), into a new
+ * list.
+ */
+static int
+parse_string_list(struct pctx *c, json_t *v, int (*valid)(const char *),
+    const char *must, char ***out, size_t *nout)
+{
+	const char	*s;
+	size_t		 i, k, n;
+
+	if (want_array(c, v, "element", &n) == -1)
+		return -1;
+	*out = xcalloc(n, sizeof(**out));
+	for (i = 0; i < n; i++) {
+		kpath_index(c, i);
+		if (want_string(c, json_array_get(v, i), &s) == -1)
+			return -1;
+		if (valid != NULL && !valid(s))
+			return cerr(c, "\"%s\" must be %s", s, must);
+		for (k = 0; k < i; k++)
+			if (strcmp((*out)[k], s) == 0)
+				return cerr(c, "\"%s\" is listed twice", s);
+		(*out)[i] = xstrdup(s);
+		*nout = i + 1;
+		kpath_pop(c);
+	}
+	return 0;
+}
+
+/* A user as a rule names it: an htpasswd name, or "*" for every one. */
+static int
+access_rule_user_valid(const char *s)
+{
+	return strcmp(s, "*") == 0 || users_name_valid(s);
+}
+
+#define USER_NAME_MUST	"a user name: printable characters without spaces " \
+			"or ':'"
+#define PATTERN_MUST	"a repository pattern: lower-case name " \
+			"components separated by '/', with '*' (within a " \
+			"component) or '**' (across components)"
+
+/* Parses "groups": {"name": ["user", ...], ...}. */
+static int
+parse_access_groups(struct pctx *c, json_t *o, struct access_cfg *ac)
+{
+	struct access_group	*g;
+	const char		*key;
+	json_t			*v;
+	size_t			 i = 0;
+
+	if (want_object(c, o, NULL) == -1)
+		return -1;
+	if (json_object_size(o) == 0)
+		return 0;
+	ac->groups = xcalloc(json_object_size(o), sizeof(*ac->groups));
+	json_object_foreach(o, key, v) {
+		kpath_key(c, key);
+		if (!upstream_name_valid(key))
+			return cerr(c, "a group name must be 1 to %d of "
+			    "A-Z a-z 0-9 . _ -", UPSTREAM_NAME_MAX);
+		g = &ac->groups[i++];
+		ac->ngroups = i;
+		g->name = xstrdup(key);
+		if (parse_string_list(c, v, users_name_valid, USER_NAME_MUST,
+		    &g->users, &g->nusers) == -1)
+			return -1;
+		kpath_pop(c);
+	}
+	return 0;
+}
+
+/* Is name one of the upstreams configured so far? */
+static int
+access_upstream_known(const struct config *cf, const char *name)
+{
+	size_t	 i;
+
+	for (i = 0; i < cf->nupstreams; i++)
+		if (strcmp(cf->upstreams[i].name, name) == 0)
+			return 1;
+	return 0;
+}
+
+/* Parses one element of "rules". */
+static int
+parse_access_rule(struct pctx *c, json_t *o, struct access_cfg *ac,
+    const struct config *cf, struct access_rule *r)
+{
+	json_t	*v;
+	size_t	 i, k;
+
+	if (want_object(c, o, access_rule_keys) == -1 ||
+	    member_get(c, o, "allow", MEMBER_REQUIRED, &v) == -1 ||
+	    member_bool(c, o, "allow", &r->allow) == -1 ||
+	    member_bool(c, o, "anonymous", &r->anonymous) == -1)
+		return -1;
+	if ((v = json_object_get(o, "users")) != NULL) {
+		kpath_key(c, "users");
+		if (parse_string_list(c, v, access_rule_user_valid,
+		    USER_NAME_MUST " (or \"*\")", &r->users,
+		    &r->nusers) == -1)
+			return -1;
+		kpath_pop(c);
+	}
+	if ((v = json_object_get(o, "groups")) != NULL) {
+		kpath_key(c, "groups");
+		if (parse_string_list(c, v, NULL, NULL, &r->groups,
+		    &r->ngroups) == -1)
+			return -1;
+		for (i = 0; i < r->ngroups; i++) {
+			for (k = 0; k < ac->ngroups; k++)
+				if (strcmp(ac->groups[k].name, r->groups[i]) ==
+				    0)
+					break;
+			if (k == ac->ngroups) {
+				kpath_index(c, i);
+				return cerr(c, "no group is named \"%s\"",
+				    r->groups[i]);
+			}
+		}
+		kpath_pop(c);
+	}
+	if (r->nusers == 0 && r->ngroups == 0 && !r->anonymous)
+		return cerr(c, "a rule must name \"users\", \"groups\" or "
+		    "\"anonymous\": true");
+	if ((v = json_object_get(o, "upstreams")) != NULL) {
+		kpath_key(c, "upstreams");
+		if (parse_string_list(c, v, NULL, NULL, &r->upstreams,
+		    &r->nupstreams) == -1)
+			return -1;
+		for (i = 0; i < r->nupstreams; i++) {
+			if (!access_upstream_known(cf, r->upstreams[i])) {
+				kpath_index(c, i);
+				return cerr(c, "no upstream is named \"%s\"",
+				    r->upstreams[i]);
+			}
+		}
+		kpath_pop(c);
+	}
+	if ((v = json_object_get(o, "repositories")) != NULL) {
+		kpath_key(c, "repositories");
+		if (parse_string_list(c, v, access_pattern_valid, PATTERN_MUST,
+		    &r->repos, &r->nrepos) == -1)
+			return -1;
+		kpath_pop(c);
+	}
+	return 0;
+}
+
+/*
+ * Parses "auth": null for open pulls, or {"htpasswd", "token_ttl",
+ * "groups", "rules"}.  The htpasswd file itself is read by
+ * config_validate().
+ */
+static int
+parse_access(struct pctx *c, json_t *o, struct config *cf)
+{
+	struct access_cfg	*ac;
+	json_t			*v;
+	size_t			 i, n;
+
+	access_free(cf->access);
+	cf->access = NULL;
+	if (json_is_null(o))
+		return 0;
+	if (!json_is_object(o))
+		return cerr(c, "expected an object or null, got %s", jtype(o));
+	if (check_keys(c, o, access_keys) == -1)
+		return -1;
+	ac = xcalloc(1, sizeof(*ac));
+	ac->token_ttl_s = DEFAULT_TOKEN_TTL_S;
+	cf->access = ac;
+	if (member_get(c, o, "htpasswd", MEMBER_REQUIRED, &v) == -1 ||
+	    member_get(c, o, "rules", MEMBER_REQUIRED, &v) == -1 ||
+	    member_string(c, o, "htpasswd", 0, &ac->htpasswd) == -1 ||
+	    member_numbers(c, o, access_opts, ac) == -1)
+		return -1;
+	if ((v = json_object_get(o, "groups")) != NULL) {
+		kpath_key(c, "groups");
+		if (parse_access_groups(c, v, ac) == -1)
+			return -1;
+		kpath_pop(c);
+	}
+	v = json_object_get(o, "rules");
+	kpath_key(c, "rules");
+	if (want_array(c, v, "rule", &n) == -1)
+		return -1;
+	ac->rules = xcalloc(n, sizeof(*ac->rules));
+	for (i = 0; i < n; i++) {
+		ac->nrules = i + 1;
+		kpath_index(c, i);
+		if (parse_access_rule(c, json_array_get(v, i), ac, cf,
+		    &ac->rules[i]) == -1)
+			return -1;
+		kpath_pop(c);
+	}
+	kpath_pop(c);
+	return 0;
+}
+
+/*
  * The top-level sections in the order they are parsed, whatever the order
  * in the file: "default_upstream" names one of the "upstreams".
  */
@@ -1903,6 +2162,7 @@ static const struct {
 	{ "limits", parse_limits },
 	{ "log", parse_log },
 	{ "cache", parse_cache },
+	{ "auth", parse_access },
 	{ NULL, NULL }
 };
 
@@ -2146,6 +2406,43 @@ file_check(const char *file, const char *owner_kind, const char *owner,
 }
 
 /*
+ * The "auth" section on the final configuration: its rules name only
+ * upstreams that are still there after the overrides, and its htpasswd
+ * file holds only entries regcache can check.  The users are loaded here,
+ * once, into the configuration.
+ */
+static int
+access_validate(struct config *cf, const char *file, char *err,
+    size_t errlen)
+{
+	struct access_cfg	*ac = cf->access;
+	char			 msg[512];
+	size_t			 i, k;
+
+	for (i = 0; i < ac->nrules; i++) {
+		for (k = 0; k < ac->rules[i].nupstreams; k++) {
+			if (!access_upstream_known(cf,
+			    ac->rules[i].upstreams[k])) {
+				seterr(err, errlen, "%s: auth.rules[%zu]: no "
+				    "upstream is named \"%s\" (any more)",
+				    file, i, ac->rules[i].upstreams[k]);
+				return -1;
+			}
+		}
+	}
+	users_free(ac->users, ac->nusers);
+	ac->users = NULL;
+	ac->nusers = 0;
+	if (users_load(ac->htpasswd, &ac->users, &ac->nusers, msg,
+	    sizeof(msg)) == -1) {
+		seterr(err, errlen, "%s: auth.htpasswd \"%s\": %s", file,
+		    ac->htpasswd, msg);
+		return -1;
+	}
+	return 0;
+}
+
+/*
  * The checks that need the file system or the whole picture, run on the
  * final configuration (after the overrides): the files named can be read,
  * there is something to listen on and to forward to, the default exists.
@@ -2233,5 +2530,7 @@ config_validate(struct config *cf, char *err, size_t errlen)
 		    file);
 		return -1;
 	}
+	if (cf->access != NULL && access_validate(cf, file, err, errlen) == -1)
+		return -1;
 	return 0;
 }

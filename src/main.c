@@ -225,7 +225,7 @@ cmd_serve(int argc, char **argv)
 		log_warnx("cache: %s", err);
 		return 1;
 	}
-	if (upstream_init(conf) == -1)
+	if (upstream_init(conf) == -1 || server_auth_init(conf) == -1)
 		return 1;
 	if (server_start(conf) == -1 || cache_evict_start() == -1)
 		return 1;
@@ -245,6 +245,7 @@ cmd_serve(int argc, char **argv)
 	event_base_dispatch(ev_base);
 
 	server_stop();
+	server_auth_shutdown();
 	fill_shutdown();
 	cache_evict_stop();
 	upstream_shutdown();

@@ -43,6 +43,7 @@
 #define DEFAULT_NEGATIVE_TTL_MS	30000
 #define DEFAULT_CACHE_HIGH_WATER 95
 #define DEFAULT_CACHE_LOW_WATER	85
+#define DEFAULT_TOKEN_TTL_S	300	/* tokens regcache issues to clients */
 
 /* Spec limits. */
 #define V2_NAME_MAX		255
@@ -58,6 +59,7 @@
 #define EXCHANGE_MAGIC		0x65786368u
 #define UPREQ_MAGIC		0x75707271u
 #define UPCONN_MAGIC		0x7570636eu
+#define TOKREQ_MAGIC		0x746f6b72u
 #define CHECK_MAGIC(p, m)	do {					\
 	if ((p) == NULL || (p)->magic != (m))				\
 		fatalx("%s: bad magic on %s", __func__, #p);		\
@@ -119,6 +121,46 @@ struct upstream_cfg {
 	int		 negative_ttl_ms; /* an upstream 404 for a tag */
 };
 
+/*
+ * The "auth" section: local clients log in to regcache with htpasswd
+ * users, get tokens from regcache's own token service, and access rules
+ * say who may pull what.
+ */
+struct user_entry {
+	char		*name;
+	char		*hash;		/* crypt(3): $2y$, $2b$, $2a$, $5$, $6$ */
+};
+
+struct access_group {
+	char		*name;
+	char		**users;
+	size_t		 nusers;
+};
+
+struct access_rule {
+	char		**users;	/* "*": every authenticated user */
+	size_t		 nusers;
+	char		**groups;
+	size_t		 ngroups;
+	int		 anonymous;	/* also clients without credentials */
+	char		**upstreams;	/* NULL: every upstream */
+	size_t		 nupstreams;
+	char		**repos;	/* patterns; NULL: every repository */
+	size_t		 nrepos;
+	int		 allow;
+};
+
+struct access_cfg {
+	char			*htpasswd;
+	int64_t			 token_ttl_s;
+	struct access_group	*groups;
+	size_t			 ngroups;
+	struct access_rule	*rules;
+	size_t			 nrules;
+	struct user_entry	*users;		/* loaded by config_validate() */
+	size_t			 nusers;
+};
+
 enum log_level {
 	LOG_LEVEL_ERROR = 0,
 	LOG_LEVEL_WARN,
@@ -147,6 +189,7 @@ struct config {
 	int			 cache_high_water;	/* percent of max */
 	int			 cache_low_water;	/* percent of max */
 	int64_t			 cache_max_idle_s;	/* 0: no idle limit */
+	struct access_cfg	*access;	/* "auth"; NULL: open pulls */
 };
 
 /* Overrides from the command line and the environment, applied last. */
@@ -360,11 +403,17 @@ struct exchange {
 	char			*pt_challenge;	/* pass-through: for a 401 */
 	int			 xrepo_status;	/* the upstream's answer to a
 						 * confirmation, 0 before */
+	char			*user;		/* the token's; NULL: none */
+	char			*challenge;	/* WWW-Authenticate of a 401 */
 };
 
 void	 v2_handle(struct evhttp_request *, void *);
 void	 v2_send_error(struct evhttp_request *, int, const char *,
 	    const char *);
+void	 v2_send_error_header(struct evhttp_request *, int, const char *,
+	    const char *, const char *, const char *);
+void	 v2_peer(struct evhttp_request *, char *, size_t);
+const char *v2_method_name(enum evhttp_cmd_type);
 void	 v2_common_headers(struct evhttp_request *);
 void	 v2_passthrough(struct exchange *);
 void	 v2_fail(struct exchange *, int, const char *, const char *,
@@ -376,6 +425,52 @@ void	 v2_reply_finish(struct exchange *);
 void	 exchange_close(struct exchange *, const char *);
 void	 exchange_replied(struct exchange *);
 struct evbuffer *v2_output(struct exchange *);
+
+/* server_auth.c: regcache's token service and its checks on /v2/. */
+#define AUTH_TOKEN_PATH		"/auth/token"
+#define AUTH_SERVICE		"regcache"
+int	 server_auth_init(struct config *);
+void	 server_auth_shutdown(void);
+void	 server_auth_token(struct evhttp_request *, struct client *);
+int	 server_auth_authenticate(struct exchange *, const char **,
+	    const char **);
+int	 server_auth_authorize(struct exchange *, const char **,
+	    const char **);
+
+/* access.c: who may pull what. */
+int	 access_pattern_valid(const char *);
+int	 access_pattern_match(const char *, const char *);
+int	 access_check(const struct access_cfg *, const char *, const char *,
+	    const char *);
+int	 access_anonymous_allowed(const struct access_cfg *);
+
+/* users.c: htpasswd users; passwords are checked on a worker thread. */
+#define USERS_NAME_MAX		255
+#define USERS_PASSWORD_MAX	255
+#define USERS_GOOD		1	/* users_verify: known good (cached) */
+#define USERS_QUEUED		0	/* the callback will tell */
+#define USERS_BUSY		(-1)	/* too many checks waiting */
+int	 users_name_valid(const char *);
+int	 users_parse(const char *, size_t, struct user_entry **, size_t *,
+	    char *, size_t);
+int	 users_load(const char *, struct user_entry **, size_t *, char *,
+	    size_t);
+void	 users_free(struct user_entry *, size_t);
+const struct user_entry *users_find(const struct user_entry *, size_t,
+	    const char *);
+int	 users_hash_check(const char *, const char *);
+int	 users_verify(const struct access_cfg *, const char *, const char *,
+	    uint64_t, void (*)(uint64_t, int));
+void	 users_shutdown(void);
+
+/* jwt.c: HS256 JSON Web Tokens and their key file. */
+#define JWT_KEY_LEN		32
+#define JWT_SKEW_S		30	/* clock skew allowed on exp and nbf */
+struct json_t;
+int	 jwt_key_load(const char *, unsigned char *, size_t, char *, size_t);
+char	*jwt_sign(const unsigned char *, size_t, struct json_t *);
+int	 jwt_verify(const unsigned char *, size_t, const char *, time_t,
+	    const char *, const char *, struct json_t **);
 
 /* cache_fill.c: one upstream fetch per digest, streamed to every reader. */
 enum fill_state {

@@ -48,13 +48,13 @@ static void	v2_up_done(struct upreq *, enum up_error, const char *,
 
 static void	exchange_client_gone(struct client *, void *);
 static void	v2_error_reply(struct evhttp_request *, int, const char *,
-		    const char *, const char *);
+		    const char *, const char *, const char *, const char *);
 
 static const struct upreq_cb v2_upreq_cb = {
 	v2_up_headers, v2_up_body, v2_up_done
 };
 
-static const char *
+const char *
 v2_method_name(enum evhttp_cmd_type m)
 {
 	switch (m) {
@@ -87,13 +87,23 @@ void
 v2_send_error(struct evhttp_request *req, int status, const char *code,
     const char *message)
 {
-	v2_error_reply(req, status, code, message, NULL);
+	v2_error_reply(req, status, code, message, NULL, NULL, NULL);
 }
 
-/* The same, with the X-Cache verdict when there is one. */
+/* The same with one more header, such as WWW-Authenticate or Allow. */
+void
+v2_send_error_header(struct evhttp_request *req, int status,
+    const char *code, const char *message, const char *hname,
+    const char *hvalue)
+{
+	v2_error_reply(req, status, code, message, NULL, hname, hvalue);
+}
+
+/* The same, with the X-Cache verdict and one more header when given. */
 static void
 v2_error_reply(struct evhttp_request *req, int status, const char *code,
-    const char *message, const char *xcache)
+    const char *message, const char *xcache, const char *hname,
+    const char *hvalue)
 {
 	struct evkeyvalq	*out = evhttp_request_get_output_headers(req);
 	struct evbuffer		*body;
@@ -112,8 +122,10 @@ v2_error_reply(struct evhttp_request *req, int status, const char *code,
 	evhttp_add_header(out, "Content-Type", "application/json");
 	snprintf(len, sizeof(len), "%zu", strlen(s));
 	evhttp_add_header(out, "Content-Length", len);
-	if (status == 405)
+	if (status == 405 && (hname == NULL || strcasecmp(hname, "Allow") != 0))
 		evhttp_add_header(out, "Allow", "GET, HEAD");
+	if (hname != NULL && hvalue != NULL)
+		evhttp_add_header(out, hname, hvalue);
 	if (xcache != NULL)
 		evhttp_add_header(out, "X-Cache", xcache);
 	body = evbuffer_new();
@@ -124,7 +136,7 @@ v2_error_reply(struct evhttp_request *req, int status, const char *code,
 	free(s);
 }
 
-static void
+void
 v2_peer(struct evhttp_request *req, char *buf, size_t len)
 {
 	struct evhttp_connection *evcon = evhttp_request_get_connection(req);
@@ -144,7 +156,7 @@ v2_log_quick(struct evhttp_request *req, int status)
 	char	peer[64], *uri = log_escape(evhttp_request_get_uri(req));
 
 	v2_peer(req, peer, sizeof(peer));
-	log_access("%s \"%s %s\" %d 0 0ms -", peer,
+	log_access("%s - \"%s %s\" %d 0 0ms -", peer,
 	    v2_method_name(evhttp_request_get_command(req)), uri, status);
 	free(uri);
 }
@@ -161,9 +173,13 @@ v2_quick_error(struct evhttp_request *req, int status, const char *code,
 void
 exchange_close(struct exchange *ex, const char *why)
 {
+	char	*user;
+
 	CHECK_MAGIC(ex, EXCHANGE_MAGIC);
-	log_access("%s \"%s %s\" %d %llu %llums %s %s%s%s", ex->peer,
-	    v2_method_name(ex->method), ex->uri, ex->status,
+	user = ex->user != NULL ? log_escape(ex->user) : NULL;
+	log_access("%s %s \"%s %s\" %d %llu %llums %s %s%s%s", ex->peer,
+	    user != NULL ? user : "-", v2_method_name(ex->method), ex->uri,
+	    ex->status,
 	    (unsigned long long)ex->bytes,
 	    (unsigned long long)(mono_ms() - ex->t0),
 	    ex->rt.upstream != NULL ? ex->rt.upstream->cfg->name : "-",
@@ -177,10 +193,13 @@ exchange_close(struct exchange *ex, const char *why)
 		ex->client->gone_cb = NULL;
 		ex->client->gone_arg = NULL;
 	}
+	free(user);
 	free(ex->uri);
 	free(ex->upath);
 	secret_free(&ex->up_auth);
 	free(ex->pt_challenge);
+	free(ex->user);
+	free(ex->challenge);
 	ex->magic = 0;
 	free(ex);
 }
@@ -325,7 +344,9 @@ v2_fail(struct exchange *ex, int status, const char *code, const char *msg,
 
 	ex->status = status;
 	exchange_replied(ex);
-	v2_error_reply(req, status, code, msg, ex->xcache);
+	v2_error_reply(req, status, code, msg, ex->xcache,
+	    status == 401 && ex->challenge != NULL ? "WWW-Authenticate" : NULL,
+	    ex->challenge);
 	exchange_close(ex, why);
 }
 
@@ -588,6 +609,10 @@ v2_handle(struct evhttp_request *req, void *arg)
 		return;
 	}
 	query = evhttp_uri_get_query(uri);
+	if (conf->access != NULL && strcmp(path, AUTH_TOKEN_PATH) == 0) {
+		server_auth_token(req, c);
+		return;
+	}
 	if (m != EVHTTP_REQ_GET && m != EVHTTP_REQ_HEAD) {
 		v2_quick_error(req, 405, "UNSUPPORTED",
 		    "this registry is a read-only pull-through cache");
@@ -603,6 +628,9 @@ v2_handle(struct evhttp_request *req, void *arg)
 	v2_peer(req, ex->peer, sizeof(ex->peer));
 
 	if ((status = v2_path_parse(path, &ex->p, &code, &msg)) != 0)
+		goto fail;
+	if (conf->access != NULL &&
+	    (status = server_auth_authenticate(ex, &code, &msg)) != 0)
 		goto fail;
 	if (ex->p.kind == V2_ROOT) {
 		struct evbuffer *b = evbuffer_new();
@@ -638,6 +666,9 @@ v2_handle(struct evhttp_request *req, void *arg)
 		snprintf(ex->ns, sizeof(ex->ns), "%s", ns);
 		ex->rt.ns = ex->ns;
 	}
+	if (conf->access != NULL &&
+	    (status = server_auth_authorize(ex, &code, &msg)) != 0)
+		goto fail;
 	if ((status = v2_upstream_path(ex, query, &ex->upath, &code,
 	    &msg)) != 0)
 		goto fail;

@@ -918,6 +918,152 @@ test_credentials(void)
 	ok(cf != NULL && cf->upstreams[0].cred_kind == CRED_PASSTHROUGH,
 	    "passthrough (%s)", err);
 	config_free(cf);
+/* One upstream "a" and the start of an "auth" section after it. */
+#define UP_AUTH	UP_A " \"prefix\": \"p\"}],"
+
+/* The "auth" section: a full one, its errors, and the htpasswd check. */
+static void
+test_auth(void)
+{
+	struct config		*cf;
+	struct access_cfg	*ac;
+	char			*good, *apr1, *text, msg[1024], err[1024] = "";
+	const char		*m;
+
+	good = write_temp("alice:$2y$05$CEVNaO2wz.1V79NTztQ73eBaU1g9qLIiDazL"
+	    "ybhalRLsRoPG2R2.C\n");
+	apr1 = write_temp("alice:$apr1$KHE00tVI$GpfEm9vG3ZopmLx/tYd4M1\n");
+	if (asprintf(&text,
+	    UP_A " \"prefix\": \"a\"},\n"
+	    "  {\"name\": \"b\", \"url\": \"http://b\"}],\n"
+	    " \"auth\": {\"htpasswd\": \"%s\", \"token_ttl\": \"5m\",\n"
+	    "  \"groups\": {\"devs\": [\"alice\", \"bob\"]},\n"
+	    "  \"rules\": [\n"
+	    "   {\"users\": [\"alice\"], \"groups\": [\"devs\"],\n"
+	    "    \"anonymous\": true, \"upstreams\": [\"a\"],\n"
+	    "    \"repositories\": [\"library/*\", \"team/**\"], "
+	    "\"allow\": true},\n"
+	    "   {\"users\": [\"*\"], \"allow\": false}]}}\n", good) == -1)
+		abort();
+	cf = load_text(text, msg, sizeof(msg));
+	ok(cf != NULL && cf->access != NULL, "auth section loads (%s)", msg);
+	if (cf != NULL && (ac = cf->access) != NULL) {
+		is_str(ac->htpasswd, good, "auth.htpasswd");
+		ok(ac->token_ttl_s == 300, "token_ttl \"5m\" is 300 s");
+		ok(ac->ngroups == 1 && ac->groups[0].nusers == 2 &&
+		    strcmp(ac->groups[0].users[1], "bob") == 0, "groups");
+		ok(ac->nrules == 2 && ac->rules[0].anonymous &&
+		    ac->rules[0].allow && ac->rules[0].nupstreams == 1 &&
+		    ac->rules[0].nrepos == 2 && !ac->rules[1].allow &&
+		    ac->rules[1].upstreams == NULL &&
+		    ac->rules[1].repos == NULL, "rules");
+		ok(ac->users == NULL, "no users before validation");
+		ok(config_validate(cf, err, sizeof(err)) == 0 &&
+		    ac->nusers == 1 && strcmp(ac->users[0].name, "alice") == 0,
+		    "validation loads the htpasswd file (%s)", err);
+	}
+	config_free(cf);
+	free(text);
+
+	if (asprintf(&text, UP_AUTH " \"auth\": {\"htpasswd\": \"%s\",\n"
+	    " \"rules\": [{\"anonymous\": true, \"allow\": true}]}}", apr1) == -1)
+		abort();
+	cf = load_text(text, msg, sizeof(msg));
+	ok(cf != NULL && cf->access->token_ttl_s == DEFAULT_TOKEN_TTL_S,
+	    "token_ttl defaults to %d s", DEFAULT_TOKEN_TTL_S);
+	err[0] = '\0';
+	ok(cf != NULL && config_validate(cf, err, sizeof(err)) == -1 &&
+	    strstr(err, "auth.htpasswd") != NULL && strstr(err, "line 1") &&
+	    strstr(err, "MD5") != NULL && strstr(err, "KHE00") == NULL,
+	    "an MD5 htpasswd entry fails validation (%s)", err);
+	config_free(cf);
+	free(text);
+
+	cf = load_text(UP_AUTH " \"auth\": null}", msg, sizeof(msg));
+	ok(cf != NULL && cf->access == NULL, "\"auth\": null means open "
+	    "pulls (%s)", msg);
+	config_free(cf);
+	m = load_error(UP_AUTH " \"auth\": true}");
+	is_str(m, ":1:66: auth: expected an object or null, got a boolean",
+	    "auth must be an object");
+	m = load_error(UP_AUTH " \"auth\": {\"rules\": []}}");
+	is_str(m, ":1:66: auth: missing key \"htpasswd\"", "htpasswd required");
+	m = load_error(UP_AUTH " \"auth\": {\"htpasswd\": \"h\"}}");
+	is_str(m, ":1:66: auth: missing key \"rules\"", "rules required");
+	m = load_error(UP_AUTH " \"auth\": {\"htpasswd\": \"h\", "
+	    "\"rules\": []}}");
+	is_str(m, ":1:92: auth.rules: at least one rule is required",
+	    "at least one rule");
+	m = load_error(UP_AUTH " \"auth\": {\"htpasswd\": \"h\", \"realm\": 1, "
+	    "\"rules\": []}}");
+	is_str(m, ":1:92: auth.realm: unknown key", "unknown key in auth");
+	m = load_error(UP_AUTH " \"auth\": {\"htpasswd\": \"h\", "
+	    "\"rules\": [{\"users\": [\"a\"], \"allow\": true, \"deny\": 1}]}}");
+	is_str(m, ":1:134: auth.rules[0].deny: unknown key",
+	    "unknown key in a rule");
+	m = load_error(UP_AUTH " \"auth\": {\"htpasswd\": \"h\", "
+	    "\"rules\": [{\"users\": [\"a\"]}]}}");
+	is_str(m, ":1:102: auth.rules[0]: missing key \"allow\"",
+	    "allow required");
+	m = load_error(UP_AUTH " \"auth\": {\"htpasswd\": \"h\", "
+	    "\"rules\": [{\"allow\": true}]}}");
+	ok(strstr(m, "auth.rules[0]: a rule must name") != NULL,
+	    "a rule must say whom it is for (%s)", m);
+	m = load_error(UP_AUTH " \"auth\": {\"htpasswd\": \"h\", "
+	    "\"rules\": [{\"groups\": [\"ops\"], \"allow\": true}]}}");
+	ok(strstr(m, "auth.rules[0].groups[0]: no group is named \"ops\"") !=
+	    NULL, "an unknown group (%s)", m);
+	m = load_error(UP_AUTH " \"auth\": {\"htpasswd\": \"h\", "
+	    "\"rules\": [{\"users\": [\"a\"], \"upstreams\": [\"a\", \"zz\"], "
+	    "\"allow\": true}]}}");
+	ok(strstr(m, "auth.rules[0].upstreams[1]: no upstream is named "
+	    "\"zz\"") != NULL, "an unknown upstream (%s)", m);
+	m = load_error(UP_AUTH " \"auth\": {\"htpasswd\": \"h\", "
+	    "\"rules\": [{\"users\": [\"a\"], \"repositories\": [\"Team/*\"], "
+	    "\"allow\": true}]}}");
+	ok(strstr(m, "auth.rules[0].repositories[0]: \"Team/*\" must be a "
+	    "repository pattern") != NULL, "a bad pattern (%s)", m);
+	m = load_error(UP_AUTH " \"auth\": {\"htpasswd\": \"h\", "
+	    "\"rules\": [{\"users\": [\"a b\"], \"allow\": true}]}}");
+	ok(strstr(m, "auth.rules[0].users[0]: \"a b\" must be a user name") !=
+	    NULL, "a bad user name (%s)", m);
+	m = load_error(UP_AUTH " \"auth\": {\"htpasswd\": \"h\", "
+	    "\"rules\": [{\"users\": [\"a\", \"a\"], \"allow\": true}]}}");
+	ok(strstr(m, "auth.rules[0].users[1]: \"a\" is listed twice") != NULL,
+	    "a repeated user (%s)", m);
+	m = load_error(UP_AUTH " \"auth\": {\"htpasswd\": \"h\", "
+	    "\"token_ttl\": \"2d\", \"rules\": []}}");
+	ok(strstr(m, "auth.token_ttl: must be at most 86400 seconds") != NULL,
+	    "token_ttl at most a day (%s)", m);
+	m = load_error(UP_AUTH " \"auth\": {\"htpasswd\": \"h\", "
+	    "\"groups\": {\"a b\": [\"x\"]}, \"rules\": []}}");
+	ok(strstr(m, "auth.groups.a b: a group name must be") != NULL,
+	    "a bad group name (%s)", m);
+
+	/* After -u replaced the upstreams, a rule's upstream is gone. */
+	if (asprintf(&text, UP_AUTH " \"auth\": {\"htpasswd\": \"%s\",\n"
+	    " \"rules\": [{\"users\": [\"alice\"], \"upstreams\": [\"a\"], "
+	    "\"allow\": true}]}}", good) == -1)
+		abort();
+	cf = load_text(text, msg, sizeof(msg));
+	if (cf != NULL) {
+		struct config_overrides ov;
+
+		memset(&ov, 0, sizeof(ov));
+		ov.upstream_url = "http://other.example";
+		ok(config_apply_overrides(cf, &ov, err, sizeof(err)) == 0 &&
+		    config_validate(cf, err, sizeof(err)) == -1 &&
+		    strstr(err, "auth.rules[0]: no upstream is named \"a\"") !=
+		    NULL, "an override that drops a rule's upstream fails "
+		    "validation (%s)", err);
+		config_free(cf);
+	} else
+		ok(0, "load for the override case: %s", msg);
+	free(text);
+	unlink(good);
+	unlink(apr1);
+	free(good);
+	free(apr1);
 }
 
 int
@@ -938,5 +1084,6 @@ main(void)
 	test_parse_url();
 	test_sample();
 	test_credentials();
+	test_auth();
 	return tap_done();
 }
