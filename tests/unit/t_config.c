@@ -793,11 +793,11 @@ static struct config *
 load_valid(const char *text, char *err, size_t len)
 {
 	struct config	*cf;
-	char		 msg[1024];
+	char		 msg[900];
 
 	err[0] = '\0';
 	if ((cf = load_text(text, msg, sizeof(msg))) == NULL) {
-		snprintf(err, len, "load: %s", msg);
+		snprintf(err, len, "load: %.900s", msg);
 		return NULL;
 	}
 	if (config_validate(cf, err, len) == -1) {
@@ -918,6 +918,8 @@ test_credentials(void)
 	ok(cf != NULL && cf->upstreams[0].cred_kind == CRED_PASSTHROUGH,
 	    "passthrough (%s)", err);
 	config_free(cf);
+}
+
 /* One upstream "a" and the start of an "auth" section after it. */
 #define UP_AUTH	UP_A " \"prefix\": \"p\"}],"
 
