@@ -246,6 +246,7 @@ cmd_serve(int argc, char **argv)
 
 	server_stop();
 	server_auth_shutdown();
+	pt_shutdown();
 	fill_shutdown();
 	cache_evict_stop();
 	upstream_shutdown();

@@ -233,6 +233,7 @@ struct upstream {
 	int			 basic_known;	/* upstream asked for Basic */
 	TAILQ_HEAD(, token)	 tokens;	/* cached bearer tokens */
 	struct cred		*cred;		/* regcache's own, if any */
+	char			*pt_realm;	/* pass-through: its token realm */
 };
 
 enum up_error {
@@ -400,7 +401,6 @@ struct exchange {
 	struct mop		*mop;		/* a manifest being resolved */
 	const char		*xcache;	/* HIT, MISS, COALESCED... */
 	char			*up_auth;	/* pass-through: the client's */
-	char			*pt_challenge;	/* pass-through: for a 401 */
 	int			 xrepo_status;	/* the upstream's answer to a
 						 * confirmation, 0 before */
 	char			*user;		/* the token's; NULL: none */
@@ -416,6 +416,8 @@ void	 v2_peer(struct evhttp_request *, char *, size_t);
 const char *v2_method_name(enum evhttp_cmd_type);
 void	 v2_common_headers(struct evhttp_request *);
 void	 v2_passthrough(struct exchange *);
+void	 v2_dispatch(struct exchange *);
+void	 v2_root_reply(struct exchange *);
 void	 v2_fail(struct exchange *, int, const char *, const char *,
 	    const char *);
 void	 v2_abort(struct exchange *, const char *);
@@ -426,12 +428,20 @@ void	 exchange_close(struct exchange *, const char *);
 void	 exchange_replied(struct exchange *);
 struct evbuffer *v2_output(struct exchange *);
 
+/* server_passthrough.c: clients' own credentials for an upstream. */
+#define PT_RELAY_PATH		"/auth/passthrough/"
+int	 pt_check(struct exchange *);
+void	 pt_relay(struct evhttp_request *, const char *, const char *);
+char	*pt_challenge(struct exchange *, struct evkeyvalq *);
+void	 pt_shutdown(void);
+
 /* server_auth.c: regcache's token service and its checks on /v2/. */
 #define AUTH_TOKEN_PATH		"/auth/token"
 #define AUTH_SERVICE		"regcache"
 int	 server_auth_init(struct config *);
 void	 server_auth_shutdown(void);
 void	 server_auth_token(struct evhttp_request *, struct client *);
+void	 server_auth_origin(struct evhttp_request *, char *, size_t);
 int	 server_auth_authenticate(struct exchange *, const char **,
 	    const char **);
 int	 server_auth_authorize(struct exchange *, const char **,

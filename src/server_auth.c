@@ -235,8 +235,8 @@ sa_local_addr(struct evhttp_request *req, char *out, size_t outlen)
  * the listener or X-Forwarded-Proto, and X-Forwarded-Host, Host or the
  * socket's own address, whichever is the first to be usable.
  */
-static void
-sa_origin(struct evhttp_request *req, char *out, size_t outlen)
+void
+server_auth_origin(struct evhttp_request *req, char *out, size_t outlen)
 {
 	const char	*scheme = sa_is_tls(req) ? "https" : "http";
 	char		 host[AUTH_HOST_MAX + 1], proto[8];
@@ -732,7 +732,7 @@ sa_challenge(struct exchange *ex, const char *error)
 {
 	char	 origin[AUTH_HOST_MAX + 16], scope[V2_NAME_MAX + 32];
 
-	sa_origin(ex->req, origin, sizeof(origin));
+	server_auth_origin(ex->req, origin, sizeof(origin));
 	scope[0] = '\0';
 	if (ex->p.kind != V2_ROOT)
 		snprintf(scope, sizeof(scope), ",scope=\"repository:%s:pull\"",

@@ -16,6 +16,7 @@
 #include <strings.h>
 #include <time.h>
 
+#include <jansson.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 
@@ -215,7 +216,7 @@ pt_challenge(struct exchange *ex, struct evkeyvalq *upstream_headers)
 			url_clear(&u);
 			free(up->pt_realm);
 			up->pt_realm = xstrdup(ch.realm);
-			server_base_url(ex->req, base, sizeof(base));
+			server_auth_origin(ex->req, base, sizeof(base));
 			xasprintf(&out, "Bearer realm=\"%s/auth/passthrough/"
 			    "%s\"%s%s%s%s%s%s%s%s%s", base, up->cfg->name,
 			    ch.service ? ",service=\"" : "",
@@ -278,8 +279,8 @@ pt_head_headers(struct upreq *ur, int status, struct evkeyvalq *h, void *arg)
 
 	CHECK_MAGIC(ex, EXCHANGE_MAGIC);
 	ex->status = status;
-	free(ex->pt_challenge);
-	ex->pt_challenge = status == 401 ? pt_challenge(ex, h) : NULL;
+	free(ex->challenge);
+	ex->challenge = status == 401 ? pt_challenge(ex, h) : NULL;
 }
 
 static void
@@ -321,8 +322,8 @@ pt_head_done(struct upreq *ur, enum up_error err, const char *cause,
 	}
 	switch (status) {
 	case 401:
-		v2_fail_challenge(ex, 401, "UNAUTHORIZED", "authentication "
-		    "required", ex->pt_challenge);
+		v2_fail(ex, 401, "UNAUTHORIZED", "authentication required",
+		    NULL);
 		break;
 	case 403:
 		v2_fail(ex, 403, "DENIED", "requested access to the resource "
@@ -444,6 +445,9 @@ pt_relay_done(struct httpx *x, enum up_error err, const char *cause,
 	evhttp_add_header(out, "Content-Type", r->ctype != NULL ? r->ctype :
 	    "application/json");
 	evhttp_add_header(out, "Cache-Control", "no-store");
+	if (r->status == 401)
+		evhttp_add_header(out, "WWW-Authenticate",
+		    "Basic realm=\"regcache\"");
 	snprintf(len, sizeof(len), "%zu", evbuffer_get_length(r->body));
 	evhttp_add_header(out, "Content-Length", len);
 	evhttp_send_reply(r->req, r->status, NULL, r->body);
@@ -515,6 +519,13 @@ pt_relay(struct evhttp_request *req, const char *name, const char *query)
 		return;
 	}
 	free(full);
+	if (up->cfg->tls && !u.tls) {
+		/* The client's password would cross the network in clear. */
+		url_clear(&u);
+		v2_send_error(req, 502, "UNAVAILABLE", "the upstream's token "
+		    "service is plain http: not relaying credentials");
+		return;
+	}
 	if ((c = server_client_get(req)) == NULL) {
 		url_clear(&u);
 		evhttp_send_error(req, 500, NULL);

@@ -197,7 +197,6 @@ exchange_close(struct exchange *ex, const char *why)
 	free(ex->uri);
 	free(ex->upath);
 	secret_free(&ex->up_auth);
-	free(ex->pt_challenge);
 	free(ex->user);
 	free(ex->challenge);
 	ex->magic = 0;
@@ -585,6 +584,70 @@ v2_passthrough(struct exchange *ex)
 	upreq_start(ex->ur);
 }
 
+/* Serve a request from the cache or the upstream, access settled. */
+void
+v2_dispatch(struct exchange *ex)
+{
+	if (ex->p.kind == V2_BLOB && blob_handle(ex) == 0)
+		return;
+	if (ex->p.kind == V2_MANIFEST && manifest_handle(ex) == 0)
+		return;
+	v2_passthrough(ex);
+}
+
+/* "/v2/": the API is here, to those who may use it. */
+void
+v2_root_reply(struct exchange *ex)
+{
+	struct evkeyvalq	*out = evhttp_request_get_output_headers(ex->req);
+	struct evbuffer		*b;
+
+	if ((b = evbuffer_new()) == NULL)
+		fatalx("%s: evbuffer_new", __func__);
+	v2_common_headers(ex->req);
+	evhttp_add_header(out, "Content-Type", "application/json");
+	evhttp_add_header(out, "Content-Length", "2");
+	if (ex->method == EVHTTP_REQ_GET)
+		evbuffer_add(b, "{}", 2);
+	ex->status = 200;
+	ex->bytes = ex->method == EVHTTP_REQ_GET ? 2 : 0;
+	evhttp_send_reply(ex->req, 200, "OK", b);
+	evbuffer_free(b);
+	exchange_replied(ex);
+	exchange_close(ex, NULL);
+}
+
+/*
+ * The version check clients start with, where they learn how to log in:
+ * regcache's own challenge when it has users, else the default
+ * upstream's (rewritten) when that one is pass-through.
+ */
+static void
+v2_root(struct exchange *ex, struct client *c)
+{
+	const char	*code, *msg;
+	int		 status, def = conf->default_upstream;
+
+	if (conf->access != NULL) {
+		if ((status = server_auth_authenticate(ex, &code, &msg)) != 0)
+			v2_fail(ex, status, code, msg, NULL);
+		else
+			v2_root_reply(ex);
+		return;
+	}
+	if (def >= 0 && upstream_get((size_t)def)->cfg->cred_kind ==
+	    CRED_PASSTHROUGH) {
+		ex->rt.upstream = upstream_get((size_t)def);
+		ex->rt.upstream_index = def;
+		ex->client = c;
+		c->gone_cb = exchange_client_gone;
+		c->gone_arg = ex;
+		if (pt_check(ex) == 0)
+			return;
+	}
+	v2_root_reply(ex);
+}
+
 /* The evhttp callback for every request on every listener. */
 void
 v2_handle(struct evhttp_request *req, void *arg)
@@ -595,7 +658,7 @@ v2_handle(struct evhttp_request *req, void *arg)
 	struct client		*c;
 	const char		*path, *query, *code, *msg;
 	char			 ns[EXCHANGE_NS_MAX];
-	int			 status, has_ns = 0;
+	int			 status, has_ns = 0, pt;
 
 	if ((c = server_client_get(req)) == NULL) {
 		evhttp_send_error(req, 500, NULL);
@@ -611,6 +674,10 @@ v2_handle(struct evhttp_request *req, void *arg)
 	query = evhttp_uri_get_query(uri);
 	if (conf->access != NULL && strcmp(path, AUTH_TOKEN_PATH) == 0) {
 		server_auth_token(req, c);
+		return;
+	}
+	if (strncmp(path, PT_RELAY_PATH, strlen(PT_RELAY_PATH)) == 0) {
+		pt_relay(req, path + strlen(PT_RELAY_PATH), query);
 		return;
 	}
 	if (m != EVHTTP_REQ_GET && m != EVHTTP_REQ_HEAD) {
@@ -629,24 +696,8 @@ v2_handle(struct evhttp_request *req, void *arg)
 
 	if ((status = v2_path_parse(path, &ex->p, &code, &msg)) != 0)
 		goto fail;
-	if (conf->access != NULL &&
-	    (status = server_auth_authenticate(ex, &code, &msg)) != 0)
-		goto fail;
 	if (ex->p.kind == V2_ROOT) {
-		struct evbuffer *b = evbuffer_new();
-		v2_common_headers(req);
-		evhttp_add_header(evhttp_request_get_output_headers(req),
-		    "Content-Type", "application/json");
-		evhttp_add_header(evhttp_request_get_output_headers(req),
-		    "Content-Length", "2");
-		if (m == EVHTTP_REQ_GET)
-			evbuffer_add(b, "{}", 2);
-		ex->status = 200;
-		ex->bytes = m == EVHTTP_REQ_GET ? 2 : 0;
-		evhttp_send_reply(req, 200, "OK", b);
-		evbuffer_free(b);
-		exchange_replied(ex);
-		exchange_close(ex, NULL);
+		v2_root(ex, c);
 		return;
 	}
 	if (query != NULL && uri_query_get(query, "ns", ns, sizeof(ns)) == 0) {
@@ -660,14 +711,23 @@ v2_handle(struct evhttp_request *req, void *arg)
 	}
 	if ((status = route_resolve(upstream_get(0), upstream_count(),
 	    conf->default_upstream, has_ns ? ns : NULL, ex->p.name, &ex->rt,
-	    &code, &msg)) != 0)
+	    &code, &msg)) != 0) {
+		/* Who is not logged in learns nothing, not even that. */
+		if (conf->access != NULL && server_auth_authenticate(ex, &code,
+		    &msg) != 0)
+			status = 401;
 		goto fail;
+	}
 	if (has_ns) {
 		snprintf(ex->ns, sizeof(ex->ns), "%s", ns);
 		ex->rt.ns = ex->ns;
 	}
-	if (conf->access != NULL &&
-	    (status = server_auth_authorize(ex, &code, &msg)) != 0)
+	/* A pass-through upstream decides itself, with the client's own
+	 * credentials; regcache's users and rules are for the others. */
+	pt = ex->rt.upstream->cfg->cred_kind == CRED_PASSTHROUGH;
+	if (conf->access != NULL && !pt &&
+	    ((status = server_auth_authenticate(ex, &code, &msg)) != 0 ||
+	    (status = server_auth_authorize(ex, &code, &msg)) != 0))
 		goto fail;
 	if ((status = v2_upstream_path(ex, query, &ex->upath, &code,
 	    &msg)) != 0)
@@ -675,11 +735,9 @@ v2_handle(struct evhttp_request *req, void *arg)
 	ex->client = c;
 	c->gone_cb = exchange_client_gone;
 	c->gone_arg = ex;
-	if (ex->p.kind == V2_BLOB && blob_handle(ex) == 0)
+	if (pt && pt_check(ex) == 0)
 		return;
-	if (ex->p.kind == V2_MANIFEST && manifest_handle(ex) == 0)
-		return;
-	v2_passthrough(ex);
+	v2_dispatch(ex);
 	return;
 
  fail:

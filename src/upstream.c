@@ -147,6 +147,7 @@ upstream_shutdown(void)
 	httpx_pool_flush();
 	for (i = 0; i < nupstreams; i++) {
 		cred_stop(&upstreams[i]);
+		free(upstreams[i].pt_realm);
 		auth_tokens_free(&upstreams[i]);
 		SSL_CTX_free(upstreams[i].ssl_ctx);
 		SSL_CTX_free(upstreams[i].ssl_ctx_other);

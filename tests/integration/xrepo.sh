@@ -101,21 +101,8 @@ up_since() {
 count() { grep -cE -- "$2" <<<"$1" || true; }
 show() { diag "upstream requests: $(printf '%s' "$1" | tr '\n' ';')"; }
 
-H=$TESTDIR/h
-B=$TESTDIR/body
-# get PATH [curl args]: GET through regcache; headers to $H, body to $B.
-get() {
-  local path=$1
-  shift
-  : >"$H"; : >"$B"
-  tcurl -o "$B" -D "$H" "$@" "$rc_URL$path" || true
-}
-status_of() { tr -d '\r' <"$H" | awk 'NR == 1 { print $2 }'; }
-hdr() { tr -d '\r' <"$H" | awk -F': ' -v n="$1" 'tolower($1) == tolower(n) { v = $2 } END { print v }'; }
-body_is() { [ "sha256:$(sha256sum <"$B" | cut -c1-64)" = "$1" ]; }
-code_is() { [ "$(jq -r '.errors[0].code' "$B" 2>/dev/null)" = "$1" ]; }
-served() { [ "$(status_of)" = 200 ] && body_is "$1"; }
-refused() { [ "$(status_of)" = "$1" ] && code_is "$2"; }
+served() { [ "$(rc_status)" = 200 ] && rc_body_is "$1"; }
+refused() { [ "$(rc_status)" = "$1" ] && rc_code_is "$2"; }
 ACCEPT=(-H "Accept: $MANIFEST_ACCEPT")
 
 # --- 0. pull a/one: everything of X is cached through a/one -------------------------
@@ -126,7 +113,7 @@ pull_one() {
 }
 check "a/one pulls through regcache and verifies" pull_one
 up_mark priv
-get "/v2/a/one/blobs/$LAYER"
+rc_get "/v2/a/one/blobs/$LAYER"
 ok "$(served "$LAYER"; echo $?)" "a layer of a/one is served for a/one"
 R=$(up_since priv)
 show "$R"
@@ -134,9 +121,9 @@ ok "$([ -z "$R" ]; echo $?)" "its own repository needs no confirmation: 0 upstre
 
 # --- 1. a/two holds the layer: one HEAD, then served ---------------------------------
 up_mark priv
-get "/v2/a/two/blobs/$LAYER"
+rc_get "/v2/a/two/blobs/$LAYER"
 ok "$(served "$LAYER"; echo $?)" "the layer via a/two: 200 with the right bytes"
-ok "$([ "$(hdr X-Cache)" = HIT ]; echo $?)" "served from the cache (X-Cache: $(hdr X-Cache))"
+ok "$([ "$(rc_header X-Cache)" = HIT ]; echo $?)" "served from the cache (X-Cache: $(rc_header X-Cache))"
 R=$(up_since priv)
 show "$R"
 ok "$([ "$(count "$R" "^HEAD /v2/a/two/blobs/$LAYER\$")" -eq 1 ] &&
@@ -144,53 +131,53 @@ ok "$([ "$(count "$R" "^HEAD /v2/a/two/blobs/$LAYER\$")" -eq 1 ] &&
 n=$(count_lines "$rc_LOG" "xrepo_confirm: $LAYER not yet confirmed in priv/a/two: asking")
 ok "$([ "$n" -eq 1 ]; echo $?)" "the debug log names the one confirmation ($n)"
 up_mark priv
-get "/v2/a/two/blobs/$LAYER"
+rc_get "/v2/a/two/blobs/$LAYER"
 ok "$(served "$LAYER"; echo $?)" "the layer via a/two again: 200"
 R=$(up_since priv)
 ok "$([ -z "$R" ]; echo $?)" "the confirmation is remembered: 0 upstream requests"
-get "/v2/a/two/blobs/$LAYER" -I
-ok "$([ "$(status_of)" = 200 ] && [ "$(hdr Docker-Content-Digest)" = "$LAYER" ]; echo $?)" \
+rc_get "/v2/a/two/blobs/$LAYER" -I
+ok "$([ "$(rc_status)" = 200 ] && [ "$(rc_header Docker-Content-Digest)" = "$LAYER" ]; echo $?)" \
   "HEAD of the layer via a/two: 200 with its digest"
 
 # --- 2. a/three lacks it: 404 although it is cached ----------------------------------
 up_mark priv
-get "/v2/a/three/blobs/$LAYER"
+rc_get "/v2/a/three/blobs/$LAYER"
 ok "$(refused 404 BLOB_UNKNOWN; echo $?)" "the layer via a/three: 404 BLOB_UNKNOWN"
-ok "$([ "$(stat -c %s "$B")" -lt 512 ] && [ "$(hdr Content-Type)" = application/json ] &&
-  [ -z "$(hdr Docker-Content-Digest)" ]; echo $?)" "the answer is the error JSON alone, nothing of the blob"
+ok "$([ "$(stat -c %s "$RC_B")" -lt 512 ] && [ "$(rc_header Content-Type)" = application/json ] &&
+  [ -z "$(rc_header Docker-Content-Digest)" ]; echo $?)" "the answer is the error JSON alone, nothing of the blob"
 R=$(up_since priv)
 show "$R"
 ok "$([ "$(count "$R" "^HEAD /v2/a/three/blobs/$LAYER\$")" -eq 1 ] &&
   [ "$(count "$R" '^GET ')" -eq 0 ]; echo $?)" "one upstream HEAD for a/three, no GET"
-get "/v2/a/three/blobs/$LAYER" -I
-ok "$([ "$(status_of)" = 404 ]; echo $?)" "HEAD of the layer via a/three: 404"
-get "/v2/a/three/blobs/$LAYER" -H 'Range: bytes=0-9'
+rc_get "/v2/a/three/blobs/$LAYER" -I
+ok "$([ "$(rc_status)" = 404 ]; echo $?)" "HEAD of the layer via a/three: 404"
+rc_get "/v2/a/three/blobs/$LAYER" -H 'Range: bytes=0-9'
 ok "$(refused 404 BLOB_UNKNOWN; echo $?)" "a Range request via a/three: 404 as well"
-ok "$([ -z "$(hdr WWW-Authenticate)" ]; echo $?)" "no upstream challenge reaches the client"
+ok "$([ -z "$(rc_header WWW-Authenticate)" ]; echo $?)" "no upstream challenge reaches the client"
 
 # --- 3. manifests by digest -------------------------------------------------------------
 up_mark priv
-get "/v2/a/two/manifests/$X" "${ACCEPT[@]}"
+rc_get "/v2/a/two/manifests/$X" "${ACCEPT[@]}"
 ok "$(served "$X"; echo $?)" "manifest X by digest via a/two: 200 with its bytes"
-ok "$([ "$(hdr Docker-Content-Digest)" = "$X" ]; echo $?)" "with Docker-Content-Digest"
+ok "$([ "$(rc_header Docker-Content-Digest)" = "$X" ]; echo $?)" "with Docker-Content-Digest"
 R=$(up_since priv)
 show "$R"
 ok "$([ "$(count "$R" "^HEAD /v2/a/two/manifests/$X\$")" -eq 1 ] &&
   [ "$(count "$R" .)" -eq 1 ]; echo $?)" "exactly one upstream request: HEAD /v2/a/two/manifests/<X>"
 up_mark priv
-get "/v2/a/two/manifests/$X" "${ACCEPT[@]}"
+rc_get "/v2/a/two/manifests/$X" "${ACCEPT[@]}"
 ok "$(served "$X"; echo $?)" "manifest X via a/two again: 200"
 R=$(up_since priv)
 ok "$([ -z "$R" ]; echo $?)" "and 0 upstream requests"
 up_mark priv
-get "/v2/a/three/manifests/$X" "${ACCEPT[@]}"
+rc_get "/v2/a/three/manifests/$X" "${ACCEPT[@]}"
 ok "$(refused 404 MANIFEST_UNKNOWN; echo $?)" "manifest X via a/three: 404 MANIFEST_UNKNOWN"
 R=$(up_since priv)
 show "$R"
 ok "$([ "$(count "$R" "^HEAD /v2/a/three/manifests/$X\$")" -eq 1 ] &&
   [ "$(count "$R" '^GET ')" -eq 0 ]; echo $?)" "one upstream HEAD for a/three, no GET"
-get "/v2/a/three/manifests/$X" -I "${ACCEPT[@]}"
-ok "$([ "$(status_of)" = 404 ]; echo $?)" "HEAD of manifest X via a/three: 404"
+rc_get "/v2/a/three/manifests/$X" -I "${ACCEPT[@]}"
+ok "$([ "$(rc_status)" = 404 ]; echo $?)" "HEAD of manifest X via a/three: 404"
 
 # A pull by tag: the tag names X in a/four, so X by digest needs no HEAD
 # there; the blobs (cached through a/one) are confirmed one HEAD each.
@@ -201,7 +188,7 @@ pull_four() {
 }
 up_mark priv
 check "a/four pulls by tag through regcache and verifies" pull_four
-get "/v2/a/four/manifests/$X" "${ACCEPT[@]}"
+rc_get "/v2/a/four/manifests/$X" "${ACCEPT[@]}"
 ok "$(served "$X"; echo $?)" "then manifest X by digest via a/four: 200"
 R=$(up_since priv)
 show "$R"
@@ -213,27 +200,27 @@ ok "$([ "$(count "$R" '^GET /v2/a/four/manifests/latest$')" -eq 1 ] &&
 
 # Another credentialed upstream asks its own registry (through the proxy,
 # which logs every request it passes on).
-get "/v2/slow/j/three/blobs/$LAYER"
+rc_get "/v2/slow/j/three/blobs/$LAYER"
 ok "$(refused 404 BLOB_UNKNOWN; echo $?)" "the layer via another credentialed upstream (slow/j/three): 404"
 n=$(count_lines "$slow_LOG" "^request proxy-faulty [A-Z]+ /v2/j/three/blobs/$LAYER ")
 m=$(count_lines "$slow_LOG" "^request proxy-faulty HEAD /v2/j/three/blobs/$LAYER ")
 ok "$([ "$n" -eq 1 ] && [ "$m" -eq 1 ]; echo $?)" "after one HEAD to that upstream ($m of $n)"
 
 # --- 4. an anonymous upstream shares freely ---------------------------------------------
-get "/v2/pub/p/one/blobs/$PLAYER"
+rc_get "/v2/pub/p/one/blobs/$PLAYER"
 ok "$(served "$PLAYER"; echo $?)" "pub/p/one: the layer is fetched and cached"
 up_mark anon
-get "/v2/pub/p/other/blobs/$PLAYER"
+rc_get "/v2/pub/p/other/blobs/$PLAYER"
 ok "$(served "$PLAYER"; echo $?)" "pub/p/other (anonymous upstream): 200 from the cache"
-ok "$([ "$(hdr X-Cache)" = HIT ]; echo $?)" "X-Cache: HIT"
+ok "$([ "$(rc_header X-Cache)" = HIT ]; echo $?)" "X-Cache: HIT"
 R=$(up_since anon)
 show "$R"
 ok "$([ -z "$R" ]; echo $?)" "without asking the anonymous upstream"
 # A digest seen only through a credentialed upstream is private even on a
 # public route: the anonymous upstream is asked, and it does not have it.
 up_mark anon
-get "/v2/pub/p/one/blobs/$LAYER"
-ok "$([ "$(status_of)" = 404 ] && grep -q BLOB_UNKNOWN "$B"; echo $?)" \
+rc_get "/v2/pub/p/one/blobs/$LAYER"
+ok "$([ "$(rc_status)" = 404 ] && grep -q BLOB_UNKNOWN "$RC_B"; echo $?)" \
   "a private layer via the anonymous upstream: 404 BLOB_UNKNOWN, not the cached bytes"
 R=$(up_since anon)
 show "$R"
@@ -246,7 +233,7 @@ spawn first curl -q -s --max-time 60 -o "$TESTDIR/first.body" -w '%{http_code}\n
 held() { grep -q "^fault stall /v2/j/one/blobs/$JLAYER " "$slow_LOG" && [ -s "$TESTDIR/first.body" ]; }
 rc=0; wait_for "the fill for j/one to be held half-way" 20 held || rc=$?
 ok $rc "a fill for slow/j/one runs, held half-way by the upstream"
-get "/v2/slow/j/three/blobs/$JLAYER"
+rc_get "/v2/slow/j/three/blobs/$JLAYER"
 ok "$(refused 404 BLOB_UNKNOWN; echo $?)" "slow/j/three during that fill: 404 BLOB_UNKNOWN"
 ok "$([ "$(count_lines "$slow_LOG" "^request proxy-faulty HEAD /v2/j/three/blobs/$JLAYER ")" -eq 1 ]; echo $?)" \
   "after one HEAD for j/three"
@@ -274,13 +261,13 @@ ok "$([ "$n" -eq 1 ]; echo $?)" "the access log says COALESCED for j/two ($n)"
 
 # --- 6. the credentialed upstream down -------------------------------------------------------
 stop priv
-get "/v2/a/two/blobs/$LAYER"
+rc_get "/v2/a/two/blobs/$LAYER"
 ok "$(served "$LAYER"; echo $?)" "priv down: the confirmed layer via a/two is still served"
-get "/v2/a/two/manifests/$X" "${ACCEPT[@]}"
+rc_get "/v2/a/two/manifests/$X" "${ACCEPT[@]}"
 ok "$(served "$X"; echo $?)" "priv down: the confirmed manifest via a/two is still served"
-get "/v2/a/five/blobs/$LAYER"
+rc_get "/v2/a/five/blobs/$LAYER"
 ok "$(refused 502 UNAVAILABLE; echo $?)" "priv down: the layer via unconfirmed a/five is refused (502)"
-get "/v2/a/three/manifests/$X" "${ACCEPT[@]}"
+rc_get "/v2/a/three/manifests/$X" "${ACCEPT[@]}"
 ok "$(refused 502 UNAVAILABLE; echo $?)" "priv down: manifest X via a/three is refused (502)"
 
 check "regcache is still running" regcache_alive rc

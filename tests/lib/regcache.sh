@@ -56,3 +56,19 @@ regcache_stop() {
 # built_with_sanitizers: the regcache under test is an ASan build (its
 # memory numbers are then meaningless).
 built_with_sanitizers() { ldd "$REGCACHE" 2>/dev/null | grep -q libasan; }
+
+# rc_get PATH [CURL ARGS...]: a request to the regcache started as "rc";
+# its status line and headers go to $RC_H, its body to $RC_B.
+RC_H=$TESTDIR/rc.headers
+RC_B=$TESTDIR/rc.body
+rc_get() {
+  local path=$1
+  shift
+  : >"$RC_H"; : >"$RC_B"
+  # shellcheck disable=SC2154
+  tcurl -o "$RC_B" -D "$RC_H" "$@" "$rc_URL$path" || true
+}
+rc_status() { tr -d '\r' <"$RC_H" | awk 'NR == 1 { print $2 }'; }
+rc_header() { tr -d '\r' <"$RC_H" | awk -F': ' -v n="$1" 'tolower($1) == tolower(n) { v = $2 } END { print v }'; }
+rc_body_is() { [ "sha256:$(sha256sum <"$RC_B" | cut -c1-64)" = "$1" ]; }
+rc_code_is() { [ "$(jq -r '.errors[0].code' "$RC_B" 2>/dev/null)" = "$1" ]; }
