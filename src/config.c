@@ -2456,6 +2456,7 @@ config_validate(struct config *cf, char *err, size_t errlen)
 				    "configuration";
 	char			 msg[512];
 	size_t			 i;
+	int			 inline_secret = 0, fd;
 
 	if (cf->nlistens == 0) {
 		seterr(err, errlen, "%s: no listen address", file);
@@ -2494,11 +2495,21 @@ config_validate(struct config *cf, char *err, size_t errlen)
 		if (file_check(file, "upstream", u->name, "ca_file",
 		    u->ca_file, err, errlen) == -1)
 			return -1;
+		/* Inline, the password is in this file: guard it too. */
+		if (u->cred_kind == CRED_STATIC && u->password != NULL &&
+		    u->password_env == NULL && u->password_file == NULL &&
+		    u->docker_config == NULL)
+			inline_secret = 1;
 		if (cred_resolve(u, msg, sizeof(msg)) == -1) {
 			seterr(err, errlen, "%s: upstream \"%s\": %s", file,
 			    u->name, msg);
 			return -1;
 		}
+	}
+	if (inline_secret && cf->path != NULL &&
+	    (fd = open(cf->path, O_RDONLY | O_CLOEXEC)) != -1) {
+		secret_file_check_mode("configuration file", cf->path, fd);
+		close(fd);
 	}
 	if (cf->connect_timeout_ms <= 0 || cf->first_byte_timeout_ms <= 0 ||
 	    cf->idle_timeout_ms <= 0 || cf->client_timeout_ms <= 0) {

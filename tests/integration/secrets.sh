@@ -3,6 +3,7 @@
 # log the suite kept (tests/logs/NAME/) is searched for every password and
 # token the tests used (tests/logs/NAME.secrets): none may appear, not even
 # in the debug logs.  Short values are skipped: they would match by chance.
+# Nor may anything shaped like a JWT.
 set -eu
 . "$(dirname "$0")/../lib/common.sh"
 
@@ -33,4 +34,8 @@ for list in "${lists[@]}"; do
     diag "${found[@]}"
   fi
 done
+# Tokens a client fetched by itself (skopeo, ctr) are in no list, but every
+# bearer token of the suite is a JWT: none may be in any log either.
+jwts=$(grep -rhoE 'eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}' "$LOGKEEP"/*/ | wc -l)
+ok "$([ "$jwts" -eq 0 ]; echo $?)" "no JWT-shaped token in any regcache log ($jwts found)"
 done_testing
