@@ -33,12 +33,21 @@ demand.  One mode per process:
             --digest-manifest-status CODE answers every GET of a manifest by
             digest with CODE and an OCI error body instead of passing it
             on; with --armed FILE only while FILE exists.
+            --fault none injects nothing (for the two options below).
+            --require-basic USER:PASS answers 401 with a Basic challenge
+            to any request without those credentials, as a private
+            registry does.
+            --redirect-blobs answers blob GETs with a 307 to the same path
+            on 127.0.0.2 (same port, with a presigned-looking query), as
+            registries that keep blobs on S3 or a CDN do; that address
+            serves them and logs "redirected METHOD PATH auth=yes|no".
 
 Usage: fakeupstream.py MODE PORT [proxy-faulty options].  Logs one line per
 request to stdout (and one "fault FAULT PATH" line per injected fault).
 HEAD answers never carry a body.
 """
 import argparse
+import base64
 import http.client
 import os
 import time
@@ -181,9 +190,9 @@ def handle(conn, mode):
         conn.close()
 
 
-def serve_proxy(conn, faults):
+def serve_proxy(conn, faults, redirected=False):
     try:
-        proxy_faulty(conn, faults)
+        proxy_faulty(conn, faults, redirected)
     except OSError:
         pass
     finally:
@@ -197,13 +206,16 @@ class Faults:
         ap = argparse.ArgumentParser(prog="fakeupstream.py proxy-faulty PORT")
         ap.add_argument("--target", required=True, help="http://HOST:PORT of a registry")
         ap.add_argument("--fault", required=True, choices=[
-            "truncate", "flip", "reset", "cl-long", "cl-short", "noclen", "stall"])
+            "truncate", "flip", "reset", "cl-long", "cl-short", "noclen", "stall",
+            "none"])
         ap.add_argument("--count", type=int, default=1)
         ap.add_argument("--min-size", type=int, default=0)
         ap.add_argument("--gate")
         ap.add_argument("--flip-at", type=int)
         ap.add_argument("--digest-manifest-status", type=int)
         ap.add_argument("--armed")
+        ap.add_argument("--require-basic")
+        ap.add_argument("--redirect-blobs", action="store_true")
         a = ap.parse_args(argv)
         u = urllib.parse.urlsplit(a.target)
         if u.scheme != "http" or not u.port:
@@ -212,6 +224,12 @@ class Faults:
         self.fault, self.left, self.min_size, self.gate = a.fault, a.count, a.min_size, a.gate
         self.flip_at, self.armed = a.flip_at, a.armed
         self.digest_manifest_status = a.digest_manifest_status
+        self.basic = ("Basic " + base64.b64encode(a.require_basic.encode()).decode()
+                      if a.require_basic else None)
+        self.redirect_blobs = a.redirect_blobs
+        self.port_self = None
+        if a.fault == "none":
+            self.left = 0
         self.lock = threading.Lock()
 
     def refuse(self, method, path):
@@ -247,7 +265,7 @@ PASS_REQUEST = ("accept", "range", "if-none-match", "authorization")
 DROP_RESPONSE = ("content-length", "transfer-encoding", "connection", "keep-alive")
 
 
-def proxy_faulty(conn, faults):
+def proxy_faulty(conn, faults, redirected=False):
     """One client connection of proxy-faulty; returns when it must close."""
     while True:
         head = read_head(conn)
@@ -255,7 +273,27 @@ def proxy_faulty(conn, faults):
             return
         line, headers = head
         method, path = line.split(" ")[0], line.split(" ")[1]
-        log("request proxy-faulty", line)
+        auth = [v for k, v in headers if k.lower() == "authorization"]
+        if redirected:
+            log("redirected", method, path.split("?")[0], "auth=" + ("yes" if auth else "no"))
+            headers = [(k, v) for k, v in headers if k.lower() != "authorization"]
+            path = path.split("?")[0]
+        else:
+            log("request proxy-faulty", line)
+        if not redirected and faults.basic and auth != [faults.basic]:
+            body = b'{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}'
+            conn.sendall(b"HTTP/1.1 401 Unauthorized\r\nContent-Type: application/json\r\n"
+                         b"WWW-Authenticate: Basic realm=\"fakeupstream\"\r\n"
+                         b"Content-Length: %d\r\n\r\n" % len(body) + body)
+            continue
+        if not redirected and faults.redirect_blobs and method == "GET" and "/blobs/" in path:
+            loc = "http://127.0.0.2:%d%s?X-Amz-Signature=presigned" % (faults.port_self, path)
+            conn.sendall(("HTTP/1.1 307 Temporary Redirect\r\nLocation: %s\r\n"
+                          "Content-Length: 0\r\n\r\n" % loc).encode())
+            continue
+        if faults.basic:
+            # The registry behind is open: what it gets is the test's business.
+            headers = [(k, v) for k, v in headers if k.lower() != "authorization"]
         refused = faults.refuse(method, path)
         if refused is not None:
             log("refused", refused, path)
@@ -318,6 +356,20 @@ def main():
     srv.bind(("127.0.0.1", port))
     srv.listen(64)
     log("listening", mode, port)
+    if faults is not None:
+        faults.port_self = port
+    if faults is not None and faults.redirect_blobs:
+        other = socket.socket()
+        other.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        other.bind(("127.0.0.2", port))
+        other.listen(64)
+
+        def accept_redirected():
+            while True:
+                c, _ = other.accept()
+                threading.Thread(target=serve_proxy, args=(c, faults, True),
+                                 daemon=True).start()
+        threading.Thread(target=accept_redirected, daemon=True).start()
     while True:
         conn, _ = srv.accept()
         if faults is not None:
