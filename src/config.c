@@ -1249,6 +1249,14 @@ access_free(struct access_cfg *ac)
 	free(ac);
 }
 
+/* Drops a reference; the last one frees (see upstream.c). */
+void
+config_unref(struct config *cf)
+{
+	if (cf != NULL && --cf->refs <= 0)
+		config_free(cf);
+}
+
 /* Frees a configuration, including one a parser gave up on half way. */
 void
 config_free(struct config *cf)
@@ -1441,6 +1449,7 @@ config_default(void)
 	struct upstream_cfg	*u;
 
 	cf = xcalloc(1, sizeof(*cf));
+	cf->refs = 1;
 	cf->listens = xcalloc(1, sizeof(*cf->listens));
 	cf->nlistens = 1;
 	if (listen_set(&cf->listens[0], DEFAULT_LISTEN, NULL, 0) == -1)

@@ -255,7 +255,7 @@ cmd_serve(int argc, char **argv)
 	event_free(ev_int);
 	evdns_base_free(dns_base, 0);
 	event_base_free(ev_base);
-	config_free(conf);
+	config_unref(conf);
 	log_info("exiting");
 	return 0;
 }

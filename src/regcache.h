@@ -169,6 +169,7 @@ enum log_level {
 };
 
 struct config {
+	int			 refs;		/* the daemon's, its upstreams' */
 	char			*path;		/* file it came from, or NULL */
 	struct listen_cfg	*listens;
 	size_t			 nlistens;
@@ -228,6 +229,8 @@ struct cred_waiter {
 /* A configured upstream at run time: its config, TLS context, auth state. */
 struct upstream {
 	struct upstream_cfg	*cfg;
+	struct config		*owner;		/* cfg lives there */
+	int			 refs;		/* see upstream.c */
 	SSL_CTX			*ssl_ctx;	/* the upstream itself */
 	SSL_CTX			*ssl_ctx_other;	/* realms, redirect targets */
 	int			 basic_known;	/* upstream asked for Basic */
@@ -337,6 +340,7 @@ int		 config_apply_overrides(struct config *,
 		    const struct config_overrides *, char *, size_t);
 int		 config_validate(struct config *, char *, size_t);
 void		 config_free(struct config *);
+void		 config_unref(struct config *);
 int		 config_parse_url(const char *, struct upstream_cfg *,
 		    char *, size_t);
 
@@ -348,7 +352,7 @@ int	 v2_path_parse(const char *, struct v2_path *, const char **,
 	    const char **);
 
 /* route.c */
-int	 route_resolve(struct upstream *, size_t, int, const char *,
+int	 route_resolve(struct upstream *const *, size_t, int, const char *,
 	    const char *, struct route *, const char **, const char **);
 int	 route_host_matches(const struct upstream_cfg *, const char *);
 
@@ -593,7 +597,12 @@ void	 xrepo_confirm(struct exchange *);
 /* upstream.c */
 int	 upstream_init(struct config *);
 void	 upstream_shutdown(void);
+struct upstream **upstream_build(struct config *, char *, size_t);
+void	 upstream_install(struct upstream **, size_t);
+void	 upstream_ref(struct upstream *);
+void	 upstream_unref(struct upstream *);
 struct upstream *upstream_get(size_t);
+struct upstream *const *upstream_all(void);
 size_t	 upstream_count(void);
 struct upreq *upreq_new(struct upstream *, enum evhttp_cmd_type,
 	    const char *, const char *, const struct upreq_cb *, void *);

@@ -43,7 +43,7 @@ route_strip_prefix(const char *name, const char *prefix)
  * or the HTTP status with an OCI error code and message.
  */
 int
-route_resolve(struct upstream *ups, size_t nups, int default_idx,
+route_resolve(struct upstream *const *ups, size_t nups, int default_idx,
     const char *ns, const char *name, struct route *out, const char **code,
     const char **msg)
 {
@@ -54,7 +54,7 @@ route_resolve(struct upstream *ups, size_t nups, int default_idx,
 	memset(out, 0, sizeof(*out));
 	if (ns != NULL) {
 		for (i = 0; i < nups && idx == -1; i++)
-			if (route_host_matches(ups[i].cfg, ns))
+			if (route_host_matches(ups[i]->cfg, ns))
 				idx = (int)i;
 		if (idx == -1) {
 			*code = "NAME_UNKNOWN";
@@ -64,10 +64,10 @@ route_resolve(struct upstream *ups, size_t nups, int default_idx,
 		out->ns = ns;
 	} else {
 		for (i = 0; i < nups && idx == -1; i++) {
-			if (ups[i].cfg->prefix == NULL)
+			if (ups[i]->cfg->prefix == NULL)
 				continue;
 			if ((rest = route_strip_prefix(name,
-			    ups[i].cfg->prefix)) != NULL)
+			    ups[i]->cfg->prefix)) != NULL)
 				idx = (int)i;
 		}
 		if (idx == -1) {
@@ -80,9 +80,9 @@ route_resolve(struct upstream *ups, size_t nups, int default_idx,
 			return 404;
 		}
 	}
-	out->upstream = &ups[idx];
+	out->upstream = ups[idx];
 	out->upstream_index = idx;
-	if (ups[idx].cfg->library_prefix && strchr(rest, '/') == NULL)
+	if (ups[idx]->cfg->library_prefix && strchr(rest, '/') == NULL)
 		n = snprintf(out->name, sizeof(out->name), "library/%s", rest);
 	else
 		n = snprintf(out->name, sizeof(out->name), "%s", rest);

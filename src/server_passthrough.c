@@ -360,6 +360,7 @@ pt_relay_free(struct pt_relay *r)
 	}
 	evbuffer_wipe(r->body);
 	evbuffer_free(r->body);
+	upstream_unref(r->up);
 	free(r->ctype);
 	free(r->peer);
 	r->magic = 0;
@@ -536,6 +537,7 @@ pt_relay(struct evhttp_request *req, const char *name, const char *query)
 	r->req = req;
 	r->client = c;
 	r->up = up;
+	upstream_ref(up);
 	r->t0 = mono_ms();
 	v2_peer(req, peer, sizeof(peer));
 	r->peer = xstrdup(peer);

@@ -189,6 +189,8 @@ exchange_close(struct exchange *ex, const char *why)
 		upreq_cancel(ex->ur);
 	blob_src_free(ex);
 	manifest_op_free(ex);
+	if (ex->rt.upstream != NULL)
+		upstream_unref(ex->rt.upstream);
 	if (ex->client != NULL && ex->client->gone_arg == ex) {
 		ex->client->gone_cb = NULL;
 		ex->client->gone_arg = NULL;
@@ -639,6 +641,7 @@ v2_root(struct exchange *ex, struct client *c)
 	    CRED_PASSTHROUGH) {
 		ex->rt.upstream = upstream_get((size_t)def);
 		ex->rt.upstream_index = def;
+		upstream_ref(ex->rt.upstream);
 		ex->client = c;
 		c->gone_cb = exchange_client_gone;
 		c->gone_arg = ex;
@@ -709,7 +712,7 @@ v2_handle(struct evhttp_request *req, void *arg)
 		}
 		has_ns = 1;
 	}
-	if ((status = route_resolve(upstream_get(0), upstream_count(),
+	if ((status = route_resolve(upstream_all(), upstream_count(),
 	    conf->default_upstream, has_ns ? ns : NULL, ex->p.name, &ex->rt,
 	    &code, &msg)) != 0) {
 		/* Who is not logged in learns nothing, not even that. */
@@ -718,6 +721,8 @@ v2_handle(struct evhttp_request *req, void *arg)
 			status = 401;
 		goto fail;
 	}
+	/* Ours until exchange_close(), whatever a reload does. */
+	upstream_ref(ex->rt.upstream);
 	if (has_ns) {
 		snprintf(ex->ns, sizeof(ex->ns), "%s", ns);
 		ex->rt.ns = ex->ns;

@@ -69,7 +69,7 @@ static TAILQ_HEAD(, token_flight) token_flights =
 
 static void	token_flight_free(struct token_flight *);
 
-static struct upstream	*upstreams;
+static struct upstream	**upstreams;
 static size_t		 nupstreams;
 static uint64_t		 upreq_next_id = 1;
 
@@ -103,41 +103,121 @@ up_error_str(enum up_error e)
 	return "unknown";
 }
 
-/* Build the run-time upstreams of a configuration (TLS contexts too). */
+/*
+ * A run-time upstream lives as long as something uses it: the current set
+ * holds one reference, and so does every exchange routed to it, every
+ * upreq and every token request.  A reload installs a new set; the old
+ * upstreams finish what they were doing and go when the last user does,
+ * taking their configuration with them.
+ */
+static struct upstream *
+upstream_new(struct config *c, struct upstream_cfg *cfg, char *err,
+    size_t errlen)
+{
+	struct upstream	*up;
+
+	up = xcalloc(1, sizeof(*up));
+	up->cfg = cfg;
+	up->owner = c;
+	up->refs = 1;
+	c->refs++;
+	TAILQ_INIT(&up->tokens);
+	/* Every upstream gets one: realms and redirects may be https even
+	 * when the upstream itself is not. */
+	up->ssl_ctx = tls_client_ctx(cfg->ca_file, 0, cfg->tls_verify, err,
+	    errlen);
+	if (up->ssl_ctx != NULL)
+		up->ssl_ctx_other = tls_client_ctx(cfg->ca_file, 1, 1, err,
+		    errlen);
+	if (up->ssl_ctx == NULL || up->ssl_ctx_other == NULL) {
+		upstream_unref(up);
+		return NULL;
+	}
+	cred_start(up);
+	return up;
+}
+
+static void
+upstream_free(struct upstream *up)
+{
+	cred_stop(up);
+	free(up->pt_realm);
+	auth_tokens_free(up);
+	SSL_CTX_free(up->ssl_ctx);
+	SSL_CTX_free(up->ssl_ctx_other);
+	config_unref(up->owner);
+	free(up);
+}
+
+void
+upstream_ref(struct upstream *up)
+{
+	up->refs++;
+}
+
+void
+upstream_unref(struct upstream *up)
+{
+	if (--up->refs == 0)
+		upstream_free(up);
+}
+
+/*
+ * The run-time upstreams of configuration c (TLS contexts, credentials),
+ * not yet in use: upstream_install() puts them in place.
+ */
+struct upstream **
+upstream_build(struct config *c, char *err, size_t errlen)
+{
+	struct upstream	**set;
+	char		  msg[512];
+	size_t		  i, k;
+
+	set = xcalloc(c->nupstreams + 1, sizeof(*set));
+	for (i = 0; i < c->nupstreams; i++) {
+		if ((set[i] = upstream_new(c, &c->upstreams[i], msg,
+		    sizeof(msg))) == NULL) {
+			snprintf(err, errlen, "upstream %s: %s",
+			    c->upstreams[i].name, msg);
+			for (k = 0; k < i; k++)
+				upstream_unref(set[k]);
+			free(set);
+			return NULL;
+		}
+	}
+	return set;
+}
+
+/* Make set (of c) the upstreams new requests are routed to. */
+void
+upstream_install(struct upstream **set, size_t n)
+{
+	size_t	i;
+
+	for (i = 0; i < nupstreams; i++)
+		upstream_unref(upstreams[i]);
+	free(upstreams);
+	upstreams = set;
+	nupstreams = n;
+}
+
 int
 upstream_init(struct config *c)
 {
-	char	err[512];
-	size_t	i;
+	struct upstream	**set;
+	char		  err[600];
 
-	upstreams = xcalloc(c->nupstreams, sizeof(*upstreams));
-	nupstreams = c->nupstreams;
-	for (i = 0; i < c->nupstreams; i++) {
-		struct upstream *up = &upstreams[i];
-
-		up->cfg = &c->upstreams[i];
-		TAILQ_INIT(&up->tokens);
-		/* Every upstream gets one: realms and redirects may be
-		 * https even when the upstream itself is not. */
-		up->ssl_ctx = tls_client_ctx(up->cfg->ca_file, 0,
-		    up->cfg->tls_verify, err, sizeof(err));
-		if (up->ssl_ctx != NULL)
-			up->ssl_ctx_other = tls_client_ctx(up->cfg->ca_file, 1,
-			    1, err, sizeof(err));
-		if (up->ssl_ctx == NULL || up->ssl_ctx_other == NULL) {
-			log_warnx("upstream %s: %s", up->cfg->name, err);
-			return -1;
-		}
-		cred_start(up);
+	if ((set = upstream_build(c, err, sizeof(err))) == NULL) {
+		log_warnx("%s", err);
+		return -1;
 	}
+	upstream_install(set, c->nupstreams);
 	return 0;
 }
 
 void
 upstream_shutdown(void)
 {
-	size_t	i;
-
 	struct token_flight	*fl;
 
 	while ((fl = TAILQ_FIRST(&token_flights)) != NULL) {
@@ -145,22 +225,20 @@ upstream_shutdown(void)
 		token_flight_free(fl);
 	}
 	httpx_pool_flush();
-	for (i = 0; i < nupstreams; i++) {
-		cred_stop(&upstreams[i]);
-		free(upstreams[i].pt_realm);
-		auth_tokens_free(&upstreams[i]);
-		SSL_CTX_free(upstreams[i].ssl_ctx);
-		SSL_CTX_free(upstreams[i].ssl_ctx_other);
-	}
-	free(upstreams);
-	upstreams = NULL;
-	nupstreams = 0;
+	upstream_install(NULL, 0);
 }
 
 struct upstream *
 upstream_get(size_t i)
 {
-	return i < nupstreams ? &upstreams[i] : NULL;
+	return i < nupstreams ? upstreams[i] : NULL;
+}
+
+/* The current set, for route_resolve(). */
+struct upstream *const *
+upstream_all(void)
+{
+	return upstreams;
 }
 
 size_t
@@ -168,6 +246,7 @@ upstream_count(void)
 {
 	return nupstreams;
 }
+
 uint64_t
 upreq_id(const struct upreq *ur)
 {
@@ -217,6 +296,7 @@ upreq_new(struct upstream *up, enum evhttp_cmd_type method, const char *path,
 	ur->magic = UPREQ_MAGIC;
 	ur->id = upreq_next_id++;
 	ur->up = up;
+	upstream_ref(up);
 	ur->method = method;
 	ur->path = xstrdup(path);
 	ur->scope = xstrdup(scope != NULL ? scope : "");
@@ -260,6 +340,7 @@ upreq_free(struct upreq *ur)
 	if (ur->tfl != NULL)
 		TAILQ_REMOVE(&ur->tfl->waiters, ur, tentry);
 	cred_unwait(ur->up, &ur->cwait);
+	upstream_unref(ur->up);
 	evhttp_clear_headers(&ur->hdrs);
 	url_clear(&ur->target);
 	secret_free(&ur->sent_token);
@@ -409,6 +490,7 @@ token_flight_free(struct token_flight *fl)
 	if (fl->tx != NULL)
 		httpx_cancel(fl->tx);
 	evbuffer_free(fl->body);
+	upstream_unref(fl->up);
 	free(fl->key);
 	free(fl);
 }
@@ -554,6 +636,7 @@ upreq_fetch_token(struct upreq *ur, const struct auth_challenge *ch)
 	evhttp_add_header(&h, "Accept", "application/json");
 	fl = xcalloc(1, sizeof(*fl));
 	fl->up = ur->up;
+	upstream_ref(fl->up);
 	fl->key = key;
 	TAILQ_INIT(&fl->waiters);
 	if ((fl->body = evbuffer_new()) == NULL)

@@ -32,6 +32,7 @@ static char	 local_prefix[] = "my/reg";
 
 static struct upstream_cfg	cfgs[NUPS];
 static struct upstream		ups[NUPS];
+static struct upstream		*upp[NUPS];
 
 static void
 setup(void)
@@ -53,6 +54,7 @@ setup(void)
 	cfgs[UP_LOCAL].prefix = local_prefix;
 	for (i = 0; i < NUPS; i++) {
 		ups[i].cfg = &cfgs[i];
+		upp[i] = &ups[i];
 		TAILQ_INIT(&ups[i].tokens);
 	}
 }
@@ -66,7 +68,7 @@ check_ok(int dflt, const char *ns, const char *name, int idx,
 	const char	*code = NULL, *msg = NULL;
 	int		 rc, good;
 
-	rc = route_resolve(ups, NUPS, dflt, ns, name, &r, &code, &msg);
+	rc = route_resolve(upp, NUPS, dflt, ns, name, &r, &code, &msg);
 	good = rc == 0 && r.upstream == &ups[idx] && r.upstream_index == idx &&
 	    strcmp(r.name, want) == 0 &&
 	    ((ns == NULL && r.ns == NULL) ||
@@ -88,7 +90,7 @@ check_err(int dflt, const char *ns, const char *name, int status,
 	const char	*code = NULL, *msg = NULL;
 	int		 rc, good;
 
-	rc = route_resolve(ups, NUPS, dflt, ns, name, &r, &code, &msg);
+	rc = route_resolve(upp, NUPS, dflt, ns, name, &r, &code, &msg);
 	good = rc == status && code != NULL && msg != NULL &&
 	    strcmp(code, want_code) == 0;
 	ok(good, "route ns=%s name=%s default=%d -> %d %s",
