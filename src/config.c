@@ -131,6 +131,8 @@ static const struct num_opt timeout_opts[] = {
 	    0, TIMEOUT_MAX_S, NULL },
 	{ "client", offsetof(struct config, client_timeout_ms), NUM_MS,
 	    0, TIMEOUT_MAX_S, NULL },
+	{ "drain", offsetof(struct config, drain_timeout_ms), NUM_MS,
+	    0, TIMEOUT_MAX_S, "exit at once" },
 	{ NULL, 0, NUM_INT, 0, 0, NULL }
 };
 
@@ -1473,6 +1475,7 @@ config_default(void)
 	cf->first_byte_timeout_ms = DEFAULT_FIRST_BYTE_TIMEOUT_MS;
 	cf->idle_timeout_ms = DEFAULT_IDLE_TIMEOUT_MS;
 	cf->client_timeout_ms = DEFAULT_CLIENT_TIMEOUT_MS;
+	cf->drain_timeout_ms = DEFAULT_DRAIN_TIMEOUT_MS;
 	cf->max_connections = DEFAULT_MAX_CONNECTIONS;
 	cf->max_header_bytes = DEFAULT_MAX_HEADER_BYTES;
 	cf->max_redirects = DEFAULT_MAX_REDIRECTS;

@@ -124,36 +124,152 @@ USAGE_TOOL_OPTIONS
 "  -h             this help\n");
 }
 
-static void
-sig_cb(evutil_socket_t sig, short what, void *arg)
-{
-	log_info("signal %d: shutting down", (int)sig);
-	event_base_loopexit(ev_base, NULL);
-}
-
 /* Load the configuration named by -c or the environment, or the default,
  * then apply command-line and environment overrides and validate. */
+static struct config *
+load_config_err(const char *file, const struct config_overrides *ov,
+    char *err, size_t errlen)
+{
+	struct config	*c;
+
+	if (file != NULL)
+		c = config_load(file, err, errlen);
+	else
+		c = config_default();
+	if (c == NULL)
+		return NULL;
+	if (config_apply_overrides(c, ov, err, errlen) == -1 ||
+	    config_validate(c, err, errlen) == -1) {
+		config_free(c);
+		return NULL;
+	}
+	return c;
+}
+
 static struct config *
 load_config(const char *file, const struct config_overrides *ov)
 {
 	struct config	*c;
 	char		 err[1024];
 
-	if (file != NULL)
-		c = config_load(file, err, sizeof(err));
-	else
-		c = config_default();
-	if (c == NULL) {
+	if ((c = load_config_err(file, ov, err, sizeof(err))) == NULL)
 		fprintf(stderr, "regcache: %s\n", err);
-		return NULL;
-	}
-	if (config_apply_overrides(c, ov, err, sizeof(err)) == -1 ||
-	    config_validate(c, err, sizeof(err)) == -1) {
-		fprintf(stderr, "regcache: %s\n", err);
-		config_free(c);
-		return NULL;
-	}
 	return c;
+}
+
+/*
+ * The running daemon: what a reload reads again, and the drain.
+ */
+static const char		*serve_file;
+static struct config_overrides	 serve_ov;
+static struct event		*drain_timer;
+static uint64_t			 drain_deadline;
+static int			 shutting_down;
+
+/*
+ * SIGHUP: read the configuration again and switch to it, or keep the
+ * running one whole.  Everything that can fail is done before anything
+ * changes; requests under way finish with what they started with.
+ */
+static void
+serve_reload(void)
+{
+	struct config	 *c, *old;
+	struct upstream	**set;
+	SSL_CTX		**ctxs;
+	char		  err[1024];
+
+	log_info("reloading the configuration from %s", serve_file != NULL ?
+	    serve_file : "the built-in default");
+	if ((c = load_config_err(serve_file, &serve_ov, err,
+	    sizeof(err))) == NULL) {
+		log_warnx("reload refused: %s; the running configuration "
+		    "stays", err);
+		return;
+	}
+	if (strcmp(c->data_dir, conf->data_dir) != 0) {
+		log_warnx("reload refused: data_dir changed: that needs a "
+		    "restart; the running configuration stays");
+		config_free(c);
+		return;
+	}
+	if (server_reload_prepare(c, &ctxs, err, sizeof(err)) == -1) {
+		log_warnx("reload refused: %s; the running configuration "
+		    "stays", err);
+		config_free(c);
+		return;
+	}
+	if ((set = upstream_build(c, err, sizeof(err))) == NULL ||
+	    server_auth_init(c) == -1) {
+		if (set != NULL)
+			upstream_install_abort(set, c->nupstreams);
+		log_warnx("reload refused: %s; the running configuration "
+		    "stays", set == NULL ? err : "auth: cannot load the token "
+		    "key");
+		server_reload_abort(ctxs);
+		config_free(c);
+		return;
+	}
+	old = conf;
+	conf = c;
+	upstream_install(set, c->nupstreams);
+	server_reload_commit(c, ctxs);
+	users_cache_flush();
+	log_setlevel(c->log_level);
+	config_unref(old);
+	log_info("configuration reloaded: %zu upstream%s, default %s",
+	    c->nupstreams, c->nupstreams == 1 ? "" : "s",
+	    c->default_upstream >= 0 ?
+	    c->upstreams[c->default_upstream].name : "(none)");
+}
+
+/* While draining: done when no client is left, or when time is up. */
+static void
+drain_tick(evutil_socket_t fd, short what, void *arg)
+{
+	struct timeval	 tv = { 0, 100 * 1000 };
+
+	server_drain();
+	if (server_client_count() == 0) {
+		log_info("drained: every request answered");
+		event_base_loopexit(ev_base, NULL);
+		return;
+	}
+	if (mono_ms() >= drain_deadline) {
+		log_warnx("drain timeout: closing %d connection%s still busy",
+		    server_client_count(), server_client_count() == 1 ? "" :
+		    "s");
+		event_base_loopexit(ev_base, NULL);
+		return;
+	}
+	evtimer_add(drain_timer, &tv);
+}
+
+static void
+sig_cb(evutil_socket_t sig, short what, void *arg)
+{
+	if (sig == SIGHUP) {
+		if (shutting_down)
+			log_info("SIGHUP while shutting down: ignored");
+		else
+			serve_reload();
+		return;
+	}
+	if (shutting_down) {
+		log_warnx("signal %d again: exiting now", (int)sig);
+		event_base_loopbreak(ev_base);
+		return;
+	}
+	shutting_down = 1;
+	if (conf->drain_timeout_ms == 0) {
+		log_info("signal %d: shutting down", (int)sig);
+		event_base_loopexit(ev_base, NULL);
+		return;
+	}
+	log_info("signal %d: draining, at most %d s; a second signal exits "
+	    "at once", (int)sig, (conf->drain_timeout_ms + 999) / 1000);
+	drain_deadline = mono_ms() + (uint64_t)conf->drain_timeout_ms;
+	event_active(drain_timer, EV_TIMEOUT, 1);
 }
 
 static int
@@ -161,7 +277,7 @@ cmd_serve(int argc, char **argv)
 {
 	struct config_overrides	 ov;
 	const char		*file = getenv("REGCACHE_CONFIG");
-	struct event		*ev_term, *ev_int;
+	struct event		*ev_term, *ev_int, *ev_hup;
 	enum log_level		 level;
 	char			 err[512];
 	int			 ch, verbose = 0;
@@ -204,6 +320,8 @@ cmd_serve(int argc, char **argv)
 		ov.log_level = "debug";
 	if ((conf = load_config(file, &ov)) == NULL)
 		return 1;
+	serve_file = file;
+	serve_ov = ov;
 	level = conf->log_level;
 	log_init(level, 1);
 
@@ -232,8 +350,12 @@ cmd_serve(int argc, char **argv)
 
 	ev_term = evsignal_new(ev_base, SIGTERM, sig_cb, NULL);
 	ev_int = evsignal_new(ev_base, SIGINT, sig_cb, NULL);
+	ev_hup = evsignal_new(ev_base, SIGHUP, sig_cb, NULL);
+	if ((drain_timer = evtimer_new(ev_base, drain_tick, NULL)) == NULL)
+		fatalx("evtimer_new failed");
 	evsignal_add(ev_term, NULL);
 	evsignal_add(ev_int, NULL);
+	evsignal_add(ev_hup, NULL);
 	log_info("regcache %s ready: %zu upstream%s, default %s, data in %s, "
 	    "%llu blobs cached (%llu bytes)", PACKAGE_VERSION,
 	    conf->nupstreams, conf->nupstreams == 1 ? "" : "s",
@@ -253,6 +375,8 @@ cmd_serve(int argc, char **argv)
 	cache_store_close();
 	event_free(ev_term);
 	event_free(ev_int);
+	event_free(ev_hup);
+	event_free(drain_timer);
 	evdns_base_free(dns_base, 0);
 	event_base_free(ev_base);
 	config_unref(conf);

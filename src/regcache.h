@@ -34,6 +34,7 @@
 #define DEFAULT_FIRST_BYTE_TIMEOUT_MS	60000
 #define DEFAULT_IDLE_TIMEOUT_MS	120000
 #define DEFAULT_CLIENT_TIMEOUT_MS	60000
+#define DEFAULT_DRAIN_TIMEOUT_MS	30000
 #define DEFAULT_MAX_CONNECTIONS	1024
 #define DEFAULT_MAX_HEADER_BYTES	16384
 #define DEFAULT_MAX_REDIRECTS	5
@@ -181,6 +182,7 @@ struct config {
 	int			 first_byte_timeout_ms;
 	int			 idle_timeout_ms;
 	int			 client_timeout_ms;
+	int			 drain_timeout_ms;	/* 0: exit at once */
 	int			 max_connections;
 	int			 max_header_bytes;
 	int			 max_redirects;
@@ -374,6 +376,12 @@ struct client {
 };
 int	 server_start(struct config *);
 void	 server_stop(void);
+int	 server_reload_prepare(const struct config *, SSL_CTX ***, char *,
+	    size_t);
+void	 server_reload_abort(SSL_CTX **);
+void	 server_reload_commit(struct config *, SSL_CTX **);
+void	 server_drain(void);
+int	 server_draining(void);
 int	 server_client_count(void);
 struct client *server_client_get(struct evhttp_request *);
 
@@ -476,6 +484,7 @@ int	 users_hash_check(const char *, const char *);
 int	 users_verify(const struct access_cfg *, const char *, const char *,
 	    uint64_t, void (*)(uint64_t, int));
 void	 users_shutdown(void);
+void	 users_cache_flush(void);
 
 /* jwt.c: HS256 JSON Web Tokens and their key file. */
 #define JWT_KEY_LEN		32
@@ -599,6 +608,7 @@ int	 upstream_init(struct config *);
 void	 upstream_shutdown(void);
 struct upstream **upstream_build(struct config *, char *, size_t);
 void	 upstream_install(struct upstream **, size_t);
+void	 upstream_install_abort(struct upstream **, size_t);
 void	 upstream_ref(struct upstream *);
 void	 upstream_unref(struct upstream *);
 struct upstream *upstream_get(size_t);

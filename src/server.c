@@ -32,6 +32,7 @@ static LIST_HEAD(, client) client_hash[CLIENT_BUCKETS];
 static int		 nclients;
 static int		 accept_paused;
 static int		 stopping;	/* listeners are being freed */
+static int		 draining;	/* no new connections, none kept */
 static struct event	*accept_retry;	/* after running out of fds */
 static uint64_t		 client_next_id = 1;
 
@@ -48,7 +49,7 @@ static void
 server_accept_adjust(void)
 {
 	size_t	i;
-	int	pause = nclients >= conf->max_connections ||
+	int	pause = draining || nclients >= conf->max_connections ||
 		    (accept_retry != NULL && evtimer_pending(accept_retry, NULL));
 
 	if (stopping || pause == accept_paused)
@@ -62,7 +63,9 @@ server_accept_adjust(void)
 		else
 			evconnlistener_enable(l);
 	}
-	if (pause)
+	if (draining)
+		log_info("draining: not accepting connections");
+	else if (pause)
 		log_warnx("%d connections: not accepting more for now",
 		    nclients);
 	else
@@ -187,11 +190,22 @@ server_raise_nofile(struct config *c)
 }
 
 /* Create the evhttp of one listener and bind it. */
+/* The settings of c that evhttp applies to new connections. */
+static void
+server_apply_limits(struct listener *l, const struct config *c)
+{
+	struct timeval	 tv;
+
+	evhttp_set_max_headers_size(l->http, c->max_header_bytes);
+	tv.tv_sec = c->client_timeout_ms / 1000;
+	tv.tv_usec = (c->client_timeout_ms % 1000) * 1000;
+	evhttp_set_timeout_tv(l->http, &tv);
+}
+
 static int
 server_listen(struct listener *l)
 {
 	char		 err[512];
-	struct timeval	 tv;
 
 	if ((l->http = evhttp_new(ev_base)) == NULL)
 		return -1;
@@ -199,14 +213,11 @@ server_listen(struct listener *l)
 	evhttp_set_allowed_methods(l->http, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD |
 	    EVHTTP_REQ_POST | EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE |
 	    EVHTTP_REQ_PATCH | EVHTTP_REQ_OPTIONS);
-	evhttp_set_max_headers_size(l->http, conf->max_header_bytes);
 	/* Pull requests have no body; push is refused before one is read. */
 	evhttp_set_max_body_size(l->http, 64 * 1024);
 	/* Content-Type is ours to set, from the upstream or the error. */
 	evhttp_set_default_content_type(l->http, NULL);
-	tv.tv_sec = conf->client_timeout_ms / 1000;
-	tv.tv_usec = (conf->client_timeout_ms % 1000) * 1000;
-	evhttp_set_timeout_tv(l->http, &tv);
+	server_apply_limits(l, conf);
 	if (l->cfg->cert_file != NULL) {
 		l->ssl_ctx = tls_server_ctx(l->cfg->cert_file,
 		    l->cfg->key_file, err, sizeof(err));
@@ -249,6 +260,121 @@ server_start(struct config *c)
 			return -1;
 	}
 	return 0;
+}
+
+/*
+ * Can c replace the running configuration's listeners?  Their addresses
+ * and whether they speak TLS stay (a restart changes those); certificates
+ * and keys are loaded anew here, into ctxs, for server_reload_commit().
+ */
+int
+server_reload_prepare(const struct config *c, SSL_CTX ***ctxs, char *err,
+    size_t errlen)
+{
+	char	 msg[512];
+	size_t	 i;
+
+	*ctxs = NULL;
+	if (c->nlistens != nlisteners) {
+		snprintf(err, errlen, "the listen addresses changed: that "
+		    "needs a restart");
+		return -1;
+	}
+	for (i = 0; i < nlisteners; i++)
+		if (strcmp(c->listens[i].address,
+		    listeners[i].cfg->address) != 0 ||
+		    (c->listens[i].cert_file != NULL) !=
+		    (listeners[i].ssl_ctx != NULL)) {
+			snprintf(err, errlen, "listen \"%s\" changed: that "
+			    "needs a restart", listeners[i].cfg->address);
+			return -1;
+		}
+	*ctxs = xcalloc(nlisteners + 1, sizeof(**ctxs));
+	for (i = 0; i < nlisteners; i++) {
+		if (c->listens[i].cert_file == NULL)
+			continue;
+		(*ctxs)[i] = tls_server_ctx(c->listens[i].cert_file,
+		    c->listens[i].key_file, msg, sizeof(msg));
+		if ((*ctxs)[i] == NULL) {
+			snprintf(err, errlen, "listen %s: %s",
+			    c->listens[i].address, msg);
+			server_reload_abort(*ctxs);
+			*ctxs = NULL;
+			return -1;
+		}
+	}
+	return 0;
+}
+
+void
+server_reload_abort(SSL_CTX **ctxs)
+{
+	size_t	i;
+
+	if (ctxs == NULL)
+		return;
+	for (i = 0; i < nlisteners; i++)
+		SSL_CTX_free(ctxs[i]);
+	free(ctxs);
+}
+
+/*
+ * c is the configuration now.  New TLS connections get the new
+ * certificate; those open keep theirs (each SSL holds its context).
+ */
+void
+server_reload_commit(struct config *c, SSL_CTX **ctxs)
+{
+	size_t	i;
+
+	for (i = 0; i < nlisteners; i++) {
+		listeners[i].cfg = &c->listens[i];
+		if (ctxs[i] != NULL) {
+			SSL_CTX_free(listeners[i].ssl_ctx);
+			listeners[i].ssl_ctx = ctxs[i];
+		}
+		server_apply_limits(&listeners[i], c);
+	}
+	free(ctxs);
+	server_raise_nofile(c);
+	server_accept_adjust();
+}
+
+/*
+ * Shutting down gently: no new connections, idle ones closed now, busy
+ * ones closed after their answer (v2_common_headers says so).  Call it
+ * again to close those that became idle; the caller waits for
+ * server_client_count() to reach 0.
+ */
+void
+server_drain(void)
+{
+	struct client		*c, *next;
+	struct bufferevent	*bev;
+	size_t			 i;
+
+	if (!draining) {
+		draining = 1;
+		server_accept_adjust();
+	}
+	for (i = 0; i < CLIENT_BUCKETS; i++)
+		for (c = LIST_FIRST(&client_hash[i]); c != NULL; c = next) {
+			next = LIST_NEXT(c, entry);
+			if (c->gone_cb != NULL)
+				continue;	/* a request in flight */
+			bev = evhttp_connection_get_bufferevent(c->evcon);
+			if (bev != NULL && evbuffer_get_length(
+			    bufferevent_get_output(bev)) > 0)
+				continue;	/* an answer still leaving */
+			/* The close callback frees c. */
+			evhttp_connection_free(c->evcon);
+		}
+}
+
+int
+server_draining(void)
+{
+	return draining;
 }
 
 /* Free every listener; evhttp_free closes their connections too. */

@@ -77,6 +77,9 @@ v2_common_headers(struct evhttp_request *req)
 	evhttp_remove_header(out, "Docker-Distribution-API-Version");
 	evhttp_add_header(out, "Docker-Distribution-API-Version",
 	    "registry/2.0");
+	/* Shutting down: evhttp closes the connection after this answer. */
+	if (server_draining() && evhttp_find_header(out, "Connection") == NULL)
+		evhttp_add_header(out, "Connection", "close");
 }
 
 /*

@@ -188,15 +188,23 @@ upstream_build(struct config *c, char *err, size_t errlen)
 	return set;
 }
 
+/* Lets go of a set: one built for a reload that did not happen, or
+ * the one a reload replaced. */
+void
+upstream_install_abort(struct upstream **set, size_t n)
+{
+	size_t	i;
+
+	for (i = 0; i < n; i++)
+		upstream_unref(set[i]);
+	free(set);
+}
+
 /* Make set (of c) the upstreams new requests are routed to. */
 void
 upstream_install(struct upstream **set, size_t n)
 {
-	size_t	i;
-
-	for (i = 0; i < nupstreams; i++)
-		upstream_unref(upstreams[i]);
-	free(upstreams);
+	upstream_install_abort(upstreams, nupstreams);
 	upstreams = set;
 	nupstreams = n;
 }

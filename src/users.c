@@ -55,12 +55,14 @@ struct users_job {
 	unsigned char		 mac[USERS_MAC_LEN];
 	int			 known;
 	int			 ok;
+	uint64_t		 gen;		/* users_gen when queued */
 };
 TAILQ_HEAD(users_jobs, users_job);
 
 static TAILQ_HEAD(users_hits_head, users_hit) users_hits =
 	TAILQ_HEAD_INITIALIZER(users_hits);
 static size_t			 users_nhits;
+static uint64_t			 users_gen;	/* bumped by a reload */
 static unsigned char		 users_mac_key[32];
 static int			 users_mac_keyed;
 
@@ -471,7 +473,8 @@ users_complete(evutil_socket_t fd, short what, void *arg)
 		if (j == NULL)
 			break;
 		uw.pending--;
-		if (j->ok)
+		/* Checked against a hash a reload may have replaced. */
+		if (j->ok && j->gen == users_gen)
 			users_cache_add(j->mac);
 		j->done(j->id, j->ok);
 		users_job_free(j);
@@ -537,6 +540,7 @@ users_verify(const struct access_cfg *ac, const char *user,
 	j = xcalloc(1, sizeof(*j));
 	j->id = id;
 	j->done = done;
+	j->gen = users_gen;
 	j->known = u != NULL;
 	/* An unknown name is checked against somebody's hash anyway. */
 	if (u != NULL)
@@ -554,12 +558,29 @@ users_verify(const struct access_cfg *ac, const char *user,
 	return USERS_QUEUED;
 }
 
+/*
+ * The users or their passwords may have changed (a reload): forget the
+ * passwords that checked out, and do not remember those checked before.
+ */
+void
+users_cache_flush(void)
+{
+	struct users_hit	*h;
+
+	users_gen++;
+	while ((h = TAILQ_FIRST(&users_hits)) != NULL) {
+		TAILQ_REMOVE(&users_hits, h, entry);
+		OPENSSL_cleanse(h, sizeof(*h));
+		free(h);
+	}
+	users_nhits = 0;
+}
+
 /* Stop the worker (waiting for the check it runs) and forget everything. */
 void
 users_shutdown(void)
 {
 	struct users_job	*j;
-	struct users_hit	*h;
 
 	if (uw.running) {
 		pthread_mutex_lock(&uw.lock);
@@ -584,12 +605,7 @@ users_shutdown(void)
 		users_job_free(j);
 	}
 	uw.pending = 0;
-	while ((h = TAILQ_FIRST(&users_hits)) != NULL) {
-		TAILQ_REMOVE(&users_hits, h, entry);
-		OPENSSL_cleanse(h, sizeof(*h));
-		free(h);
-	}
-	users_nhits = 0;
+	users_cache_flush();
 	OPENSSL_cleanse(users_mac_key, sizeof(users_mac_key));
 	users_mac_keyed = 0;
 }

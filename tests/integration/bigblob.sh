@@ -44,22 +44,9 @@ diag "generated $SIZE random bytes ($DIGEST) in $((SECONDS - t))s"
 
 registry_start_plain up
 
-upload_blob() {
-  local loc
-  loc=$(tcurl -f -X POST -D - -o /dev/null "$up_URL/v2/$REPO/blobs/uploads/" | tr -d '\r' |
-        awk -F': ' 'tolower($1) == "location" { print $2 }')
-  [ -n "$loc" ] || { echo "no Location from the upload POST"; return 1; }
-  case $loc in /*) loc=$up_URL$loc ;; esac
-  case $loc in *\?*) loc="$loc&digest=$DIGEST" ;; *) loc="$loc?digest=$DIGEST" ;; esac
-  curl -q -sS -f --max-time 180 -X PUT -H 'Content-Type: application/octet-stream' \
-    -T "$TESTDIR/big.blob" -o /dev/null "$loc" || return 1
-  local h
-  h=$(tcurl -f -I "$up_URL/v2/$REPO/blobs/$DIGEST" | tr -d '\r')
-  echo "$h"
-  grep -qi "^Content-Length: $SIZE$" <<<"$h" && grep -qi "^Docker-Content-Digest: $DIGEST$" <<<"$h"
-}
 t=$SECONDS
-check "upload a 512 MiB blob to the upstream; HEAD answers with its size and digest" upload_blob
+check "upload a 512 MiB blob to the upstream; HEAD answers with its size and digest" \
+  registry_upload_blob up "$REPO" "$TESTDIR/big.blob" "$DIGEST"
 diag "upload took $((SECONDS - t))s"
 
 regcache_start rc "{

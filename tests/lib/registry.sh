@@ -221,3 +221,21 @@ registry_manifest_head() {
   printf '%s %s\n' "$digest" \
     "$(awk -F': ' 'tolower($1) == "content-type" { print $2 }' <<<"$hdrs")"
 }
+
+# registry_upload_blob NAME REPO FILE DIGEST: a monolithic upload of FILE
+# (plain-http registries), then a HEAD that must show its size and digest.
+registry_upload_blob() {
+  local name=$1 repo=$2 file=$3 digest=$4 url loc h size
+  url=$(_rv "$name" URL)
+  size=$(stat -c %s "$file")
+  loc=$(tcurl -f -X POST -D - -o /dev/null "$url/v2/$repo/blobs/uploads/" | tr -d '\r' |
+        awk -F': ' 'tolower($1) == "location" { print $2 }')
+  [ -n "$loc" ] || { echo "no Location from the upload POST"; return 1; }
+  case $loc in /*) loc=$url$loc ;; esac
+  case $loc in *\?*) loc="$loc&digest=$digest" ;; *) loc="$loc?digest=$digest" ;; esac
+  curl -q -sS -f --max-time 180 -X PUT -H 'Content-Type: application/octet-stream' \
+    -T "$file" -o /dev/null "$loc" || return 1
+  h=$(tcurl -f -I "$url/v2/$repo/blobs/$digest" | tr -d '\r')
+  echo "$h"
+  grep -qi "^Content-Length: $size$" <<<"$h" && grep -qi "^Docker-Content-Digest: $digest$" <<<"$h"
+}
