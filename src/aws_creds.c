@@ -178,6 +178,7 @@ keys_from_file(struct aws_keys *k, const char *profile_cfg)
 	const char	*profile = profile_cfg;
 	char		 buf[1024], err[256], *text, *line, *next, *eq, *key;
 	char		*id = NULL, *secret = NULL, *tok = NULL;
+	size_t		 textlen;
 	int		 in = 0;
 
 	if (profile == NULL && (profile = env("AWS_PROFILE")) == NULL)
@@ -191,7 +192,7 @@ keys_from_file(struct aws_keys *k, const char *profile_cfg)
 	if (access(path, F_OK) == -1)
 		return 0;
 	if (secret_file_read("AWS shared credentials file", path, 1, &text,
-	    NULL, err, sizeof(err)) == -1) {
+	    &textlen, err, sizeof(err)) == -1) {
 		log_warnx("%s", err);
 		return 0;
 	}
@@ -220,8 +221,8 @@ keys_from_file(struct aws_keys *k, const char *profile_cfg)
 			tok = xstrdup(trim(eq + 1));
 		}
 	}
-	OPENSSL_cleanse(text, strlen(text));
-	free(text);
+	/* The parse cut it with NULs: wipe all of it, not up to the first. */
+	secret_buf_free(text, textlen);
 	if (id == NULL || secret == NULL || *id == '\0' || *secret == '\0') {
 		free(id);
 		secret_free(&secret);
@@ -333,6 +334,7 @@ fetch_send(struct ecr_fetch *f, enum fetch_step step, const char *base,
 	f->step = step;
 	f->status = 0;
 	f->too_big = 0;
+	evbuffer_wipe(f->body);
 	evbuffer_drain(f->body, evbuffer_get_length(f->body));
 	f->x = httpx_start(&u, f->up->ssl_ctx_other, method, h, body, bodylen,
 	    &fetch_httpx_cb, f);
@@ -424,7 +426,7 @@ fetch_imds(struct ecr_fetch *f, enum fetch_step step)
 	    "/latest/meta-data/iam/security-credentials/" : path,
 	    step == STEP_IMDS_TOKEN ? EVHTTP_REQ_PUT : EVHTTP_REQ_GET, &h,
 	    NULL, 0);
-	evhttp_clear_headers(&h);
+	headers_wipe(&h);
 	free(path);
 	if (rc == -1)
 		fetch_fail_later(f, "bad IMDS endpoint");
@@ -541,6 +543,7 @@ fetch_ecr(struct ecr_fetch *f)
 	    f->up->cfg->name, k->source);
 	f->step = STEP_ECR;
 	f->status = 0;
+	evbuffer_wipe(f->body);
 	evbuffer_drain(f->body, evbuffer_get_length(f->body));
 	f->x = httpx_start(&u, f->up->ssl_ctx_other, EVHTTP_REQ_POST, &h,
 	    body, strlen(body), &fetch_httpx_cb, f);
@@ -662,6 +665,7 @@ fetch_on_done(struct httpx *x, enum up_error uerr, const char *cause,
 	char			*text, *exp, *code, *msg, err[256];
 	size_t			 len;
 	const char		*what;
+	enum { NEXT_FAIL, NEXT_ECR, NEXT_WAIT, NEXT_DONE } next = NEXT_FAIL;
 
 	CHECK_MAGIC(f, AWS_FETCH_MAGIC);
 	f->x = NULL;
@@ -677,27 +681,22 @@ fetch_on_done(struct httpx *x, enum up_error uerr, const char *cause,
 		fetch_done(f, NULL, err);
 		return;
 	}
-	len = evbuffer_get_length(f->body);
-	evbuffer_add(f->body, "", 1);
-	text = (char *)evbuffer_pullup(f->body, -1);
+	/* Answers hold keys and tokens: parse a copy, wiped afterwards. */
+	text = evbuffer_take_secret(f->body, &len);
+	memset(&t, 0, sizeof(t));
 
 	switch (f->step) {
 	case STEP_ECR:
-		memset(&t, 0, sizeof(t));
 		if (f->status != 200)
 			aws_json_error(text, len, f->status, err, sizeof(err));
 		else if (ecr_parse(text, len, &t, err, sizeof(err)) == 0) {
-			fetch_done(f, &t, NULL);
-			free(t.user);
-			OPENSSL_cleanse(t.pass, strlen(t.pass));
-			free(t.pass);
-			return;
+			next = NEXT_DONE;
+			break;
 		}
-		/* Keys refused: ask the chain again next time. */
-		if (f->status == 401 || f->status == 403)
-			keys_clear(&f->st->keys);
-		fetch_done(f, NULL, err);
-		return;
+		/* Refused, whatever the status (AWS says 400 for some):
+		 * ask the chain for keys again next time. */
+		keys_clear(&f->st->keys);
+		break;
 	case STEP_STS:
 		if (f->status != 200) {
 			code = xml_text(text, "Code");
@@ -707,18 +706,16 @@ fetch_on_done(struct httpx *x, enum up_error uerr, const char *cause,
 			    msg ? ": " : "", msg ? msg : "");
 			free(code);
 			free(msg);
-			fetch_done(f, NULL, err);
-			return;
+			break;
 		}
 		exp = xml_text(text, "Expiration");
 		if (keys_take(f, xml_text(text, "AccessKeyId"),
 		    xml_text(text, "SecretAccessKey"),
-		    xml_text(text, "SessionToken"), exp, "web identity") ==
-		    -1) {
-			free(exp);
-			fetch_done(f, NULL, "STS answer lacks credentials");
-			return;
-		}
+		    xml_text(text, "SessionToken"), exp, "web identity") == 0)
+			next = NEXT_ECR;
+		else
+			snprintf(err, sizeof(err), "STS answer lacks "
+			    "credentials");
 		free(exp);
 		break;
 	case STEP_IMDS_TOKEN:
@@ -727,44 +724,60 @@ fetch_on_done(struct httpx *x, enum up_error uerr, const char *cause,
 			snprintf(err, sizeof(err), "IMDS answered %d for the "
 			    "%s", f->status, f->step == STEP_IMDS_TOKEN ?
 			    "session token" : "role");
-			fetch_done(f, NULL, err);
-			return;
+			break;
 		}
 		if (f->step == STEP_IMDS_TOKEN) {
 			f->imds_token = xstrndup(text, strcspn(text, "\r\n"));
+			next = NEXT_WAIT;
 			fetch_imds(f, STEP_IMDS_ROLE);
-		} else {
-			f->role = xstrndup(text, strcspn(text, "\r\n"));
-			if (*f->role == '\0' || strchr(f->role, '/') ||
-			    strstr(f->role, "..")) {
-				fetch_done(f, NULL, "IMDS: no usable role");
-				return;
-			}
-			fetch_imds(f, STEP_IMDS_KEYS);
+			break;
 		}
-		return;
+		f->role = xstrndup(text, strcspn(text, "\r\n"));
+		if (*f->role == '\0' || strchr(f->role, '/') ||
+		    strstr(f->role, "..")) {
+			snprintf(err, sizeof(err), "IMDS: no usable role");
+			break;
+		}
+		next = NEXT_WAIT;
+		fetch_imds(f, STEP_IMDS_KEYS);
+		break;
 	case STEP_IMDS_KEYS:
 		if (f->status != 200 || (j = json_loadb(text, len, 0,
 		    NULL)) == NULL) {
 			snprintf(err, sizeof(err), "IMDS answered %d for the "
 			    "role's keys", f->status);
-			fetch_done(f, NULL, err);
-			return;
+			break;
 		}
 #define JSTR(k) (json_is_string(json_object_get(j, k)) ? \
     xstrdup(json_string_value(json_object_get(j, k))) : NULL)
 		exp = JSTR("Expiration");
 		if (keys_take(f, JSTR("AccessKeyId"), JSTR("SecretAccessKey"),
-		    JSTR("Token"), exp, "IMDS") == -1) {
-			free(exp);
-			json_decref(j);
-			fetch_done(f, NULL, "IMDS answer lacks credentials");
-			return;
-		}
+		    JSTR("Token"), exp, "IMDS") == 0)
+			next = NEXT_ECR;
+		else
+			snprintf(err, sizeof(err), "IMDS answer lacks "
+			    "credentials");
 #undef JSTR
 		free(exp);
+		json_string_wipe(j, "SecretAccessKey");
+		json_string_wipe(j, "Token");
 		json_decref(j);
 		break;
 	}
-	fetch_ecr(f);
+	secret_buf_free(text, len);
+	switch (next) {
+	case NEXT_FAIL:
+		fetch_done(f, NULL, err);
+		break;
+	case NEXT_DONE:
+		fetch_done(f, &t, NULL);
+		free(t.user);
+		secret_free(&t.pass);
+		break;
+	case NEXT_ECR:
+		fetch_ecr(f);
+		break;
+	case NEXT_WAIT:
+		break;
+	}
 }

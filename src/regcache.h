@@ -444,6 +444,7 @@ struct evbuffer *v2_output(struct exchange *);
 #define PT_RELAY_PATH		"/auth/passthrough/"
 int	 pt_check(struct exchange *);
 void	 pt_relay(struct evhttp_request *, const char *, const char *);
+int	 pt_relay_busy(struct client *, struct evhttp_request *);
 char	*pt_challenge(struct exchange *, struct evkeyvalq *);
 void	 pt_shutdown(void);
 
@@ -623,6 +624,7 @@ void	 upreq_pause(struct upreq *);
 void	 upreq_resume(struct upreq *);
 void	 upreq_cancel(struct upreq *);
 uint64_t upreq_id(const struct upreq *);
+int	 upreq_on_origin(const struct upreq *);
 const char *up_error_str(enum up_error);
 
 /* upstream_cred.c: regcache's own credentials for an upstream. */
@@ -789,6 +791,10 @@ char	*url_resolve(const struct url *, const char *);
 char	*base64_encode(const void *, size_t);
 char	*base64_decode(const char *, size_t *);
 void	 evbuffer_wipe(struct evbuffer *);
+char	*evbuffer_take_secret(struct evbuffer *, size_t *);
+void	 secret_buf_free(char *, size_t);
+void	 headers_wipe_value(struct evkeyvalq *, const char *);
+void	 json_string_wipe(struct json_t *, const char *);
 void	 headers_wipe(struct evkeyvalq *);
 void	 secret_free(char **);
 char	*url_host_header(const struct url *);

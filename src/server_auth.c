@@ -141,16 +141,12 @@ sa_params_wipe(struct evkeyvalq *h)
 		OPENSSL_cleanse(kv->value, strlen(kv->value));
 	evhttp_clear_headers(h);
 }
-
-/* Overwrites the Authorization header of a request where evhttp keeps it. */
+/* Wipes evhttp's copy of the client's Authorization once it was read. */
 static void
 sa_wipe_authorization(struct evhttp_request *req)
 {
-	struct evkeyval	*kv;
-
-	TAILQ_FOREACH(kv, evhttp_request_get_input_headers(req), next)
-		if (strcasecmp(kv->key, "Authorization") == 0)
-			OPENSSL_cleanse(kv->value, strlen(kv->value));
+	headers_wipe_value(evhttp_request_get_input_headers(req),
+	    "Authorization");
 }
 
 /* Wipes a string and frees it. */
@@ -336,16 +332,6 @@ tokreq_unauthorized(struct tokreq *t)
 	    "WWW-Authenticate", AUTH_BASIC_CHALLENGE);
 }
 
-/* Overwrites the string value of member key of a JSON object. */
-static void
-sa_json_wipe(json_t *o, const char *key)
-{
-	const char	*s = json_string_value(json_object_get(o, key));
-
-	if (s != NULL)
-		OPENSSL_cleanse((char *)(uintptr_t)s, strlen(s));
-}
-
 /*
  * Signs and sends the token: {"token", "access_token", "expires_in",
  * "issued_at"}.
@@ -383,8 +369,8 @@ tokreq_issue(struct tokreq *t)
 	    "access_token", token, "expires_in", ttl, "issued_at", issued);
 	if (reply == NULL || (body = json_dumps(reply, JSON_COMPACT)) == NULL)
 		fatalx("%s: json", __func__);
-	sa_json_wipe(reply, "token");
-	sa_json_wipe(reply, "access_token");
+	json_string_wipe(reply, "token");
+	json_string_wipe(reply, "access_token");
 	json_decref(reply);
 	sa_free_secret(token);
 

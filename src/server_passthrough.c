@@ -254,17 +254,23 @@ pt_check(struct exchange *ex)
 	const char		*auth = evhttp_find_header(in, "Authorization");
 	unsigned char		 key[32];
 
-	if (auth != NULL)
+	if (auth != NULL) {
 		ex->up_auth = xstrdup(auth);
+		headers_wipe_value(in, "Authorization");
+	}
+	/* Never from the cache, and registries refuse HEAD on them: they go
+	 * upstream as they are, with the client's credentials. */
+	if (ex->p.kind == V2_TAGS || ex->p.kind == V2_REFERRERS)
+		return 1;
 	if (ex->p.kind != V2_ROOT) {
 		pt_hash(key, ex->rt.upstream->cfg->name, ex->rt.name,
-		    auth != NULL ? auth : "");
+		    ex->up_auth != NULL ? ex->up_auth : "");
 		if (pt_lookup(&pt_yes, key, time(NULL)) != 0)
 			return 1;
 	}
 	ex->ur = upreq_new(ex->rt.upstream, EVHTTP_REQ_HEAD,
 	    ex->p.kind == V2_ROOT ? "/v2/" : ex->upath, NULL, &pt_head_cb, ex);
-	upreq_set_auth(ex->ur, auth);
+	upreq_set_auth(ex->ur, ex->up_auth);
 	TAILQ_FOREACH(kv, in, next)
 		if (strcasecmp(kv->key, "Accept") == 0)
 			upreq_add_header(ex->ur, "Accept", kv->value);
@@ -280,7 +286,9 @@ pt_head_headers(struct upreq *ur, int status, struct evkeyvalq *h, void *arg)
 	CHECK_MAGIC(ex, EXCHANGE_MAGIC);
 	ex->status = status;
 	free(ex->challenge);
-	ex->challenge = status == 401 ? pt_challenge(ex, h) : NULL;
+	/* A challenge from a redirect target is not the upstream's. */
+	ex->challenge = status == 401 && upreq_on_origin(ur) ?
+	    pt_challenge(ex, h) : NULL;
 }
 
 static void
@@ -305,8 +313,8 @@ pt_head_done(struct upreq *ur, enum up_error err, const char *cause,
 		return;
 	}
 	if (err != UP_OK) {
-		v2_fail(ex, 503, "UNAVAILABLE", "the upstream cannot confirm "
-		    "access", cause);
+		v2_fail(ex, err == UP_ERR_TIMEOUT ? 504 : 502, "UNAVAILABLE",
+		    "the upstream cannot confirm access", cause);
 		return;
 	}
 	if (status >= 200 && status < 300) {
@@ -317,11 +325,20 @@ pt_head_done(struct upreq *ur, enum up_error err, const char *cause,
 		pt_hash(key, ex->rt.upstream->cfg->name, ex->rt.name,
 		    ex->up_auth != NULL ? ex->up_auth : "");
 		pt_store(&pt_yes, key, pt_life(ex->up_auth, now));
+		/* A HEAD of the digest's own path also says it is in there. */
+		if (ex->p.kind == V2_BLOB || (ex->p.kind == V2_MANIFEST &&
+		    ex->p.ref_is_digest))
+			ex->xrepo_status = status;
 		v2_dispatch(ex);
 		return;
 	}
 	switch (status) {
 	case 401:
+		if (ex->challenge == NULL) {
+			v2_fail(ex, 502, "UNAVAILABLE", "the upstream refused "
+			    "without a challenge regcache can pass on", NULL);
+			break;
+		}
 		v2_fail(ex, 401, "UNAUTHORIZED", "authentication required",
 		    NULL);
 		break;
@@ -413,7 +430,8 @@ pt_relay_done(struct httpx *x, enum up_error err, const char *cause,
 	struct token_response	 tr;
 	struct evkeyvalq	*out;
 	unsigned char		 key[32];
-	char			 e[128], len[32];
+	char			 e[128], len[32], *body;
+	size_t			 blen;
 	time_t			 now = time(NULL);
 
 	CHECK_MAGIC(r, PT_RELAY_MAGIC);
@@ -434,13 +452,15 @@ pt_relay_done(struct httpx *x, enum up_error err, const char *cause,
 	}
 	/* Learn how long the token lives, to remember yeses no longer. */
 	memset(&tr, 0, sizeof(tr));
-	if (r->status == 200 && auth_parse_token_response(
-	    (const char *)evbuffer_pullup(r->body, -1),
-	    evbuffer_get_length(r->body), &tr, e, sizeof(e)) == 0) {
+	body = evbuffer_take_secret(r->body, &blen);
+	if (r->status == 200 && auth_parse_token_response(body, blen, &tr, e,
+	    sizeof(e)) == 0) {
 		pt_hash(key, "token", tr.token, "");
 		pt_store(&pt_tokens, key, auth_token_expiry(&tr, now));
 	}
 	auth_token_response_clear(&tr);
+	evbuffer_add(r->body, body, blen);
+	secret_buf_free(body, blen);
 	out = evhttp_request_get_output_headers(r->req);
 	v2_common_headers(r->req);
 	evhttp_add_header(out, "Content-Type", r->ctype != NULL ? r->ctype :
@@ -478,6 +498,14 @@ pt_upstream(const char *name)
 	return NULL;
 }
 
+/* Is req a relay's already (evhttp calls its callback again on errors)? */
+int
+pt_relay_busy(struct client *c, struct evhttp_request *req)
+{
+	return c->gone_cb == pt_relay_gone &&
+	    ((struct pt_relay *)c->gone_arg)->req == req;
+}
+
 void
 pt_relay(struct evhttp_request *req, const char *name, const char *query)
 {
@@ -490,7 +518,8 @@ pt_relay(struct evhttp_request *req, const char *name, const char *query)
 	struct client		*c;
 	struct url		 u;
 	const char		*v;
-	char			*full, peer[64];
+	char			*full, peer[64], *fbody = NULL;
+	size_t			 flen = 0;
 
 	if ((up = pt_upstream(name)) == NULL) {
 		v2_send_error(req, 404, "NAME_UNKNOWN", "no pass-through "
@@ -552,10 +581,13 @@ pt_relay(struct evhttp_request *req, const char *name, const char *query)
 	    m == EVHTTP_REQ_POST)
 		evhttp_add_header(&h, "Content-Type", v);
 	evhttp_add_header(&h, "Accept", "application/json");
-	r->x = httpx_start(&u, up->ssl_ctx_other, m, &h,
-	    m == EVHTTP_REQ_POST ? evbuffer_pullup(form, -1) : NULL,
-	    m == EVHTTP_REQ_POST ? evbuffer_get_length(form) : 0,
+	/* The form may hold a password: copied out, evhttp's wiped. */
+	if (m == EVHTTP_REQ_POST)
+		fbody = evbuffer_take_secret(form, &flen);
+	r->x = httpx_start(&u, up->ssl_ctx_other, m, &h, fbody, flen,
 	    &pt_relay_cb, r);
+	secret_buf_free(fbody, flen);
 	headers_wipe(&h);
+	headers_wipe_value(in, "Authorization");
 	url_clear(&u);
 }

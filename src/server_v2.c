@@ -400,6 +400,7 @@ v2_up_headers(struct upreq *ur, int status, struct evkeyvalq *h, void *arg)
 	struct exchange		*ex = arg;
 	struct evkeyvalq	*out;
 	struct evkeyval		*kv;
+	char			*ch;
 	size_t			 i;
 
 	CHECK_MAGIC(ex, EXCHANGE_MAGIC);
@@ -414,7 +415,15 @@ v2_up_headers(struct upreq *ur, int status, struct evkeyvalq *h, void *arg)
 			v2_rewrite_link(ex, kv->value, out);
 	if (ex->ns[0] != '\0')
 		evhttp_add_header(out, "OCI-Namespace", ex->ns);
-	if (status == 401)
+	if (status == 401 &&
+	    ex->rt.upstream->cfg->cred_kind == CRED_PASSTHROUGH) {
+		/* The client's own credentials: it may answer the upstream's
+		 * challenge, through regcache's relay. */
+		ch = upreq_on_origin(ur) ? pt_challenge(ex, h) : NULL;
+		if (ch != NULL)
+			evhttp_add_header(out, "WWW-Authenticate", ch);
+		free(ch);
+	} else if (status == 401)
 		log_warnx("upstream %s: refused our credentials for %s",
 		    ex->rt.upstream->cfg->name, ex->rt.name);
 	/* evhttp answers an HTTP/1.0 keep-alive client with a length of 0
@@ -604,21 +613,23 @@ v2_dispatch(struct exchange *ex)
 void
 v2_root_reply(struct exchange *ex)
 {
-	struct evkeyvalq	*out = evhttp_request_get_output_headers(ex->req);
+	struct evhttp_request	*req = ex->req;
+	struct evkeyvalq	*out = evhttp_request_get_output_headers(req);
 	struct evbuffer		*b;
 
 	if ((b = evbuffer_new()) == NULL)
 		fatalx("%s: evbuffer_new", __func__);
-	v2_common_headers(ex->req);
+	v2_common_headers(req);
 	evhttp_add_header(out, "Content-Type", "application/json");
 	evhttp_add_header(out, "Content-Length", "2");
 	if (ex->method == EVHTTP_REQ_GET)
 		evbuffer_add(b, "{}", 2);
 	ex->status = 200;
 	ex->bytes = ex->method == EVHTTP_REQ_GET ? 2 : 0;
-	evhttp_send_reply(ex->req, 200, "OK", b);
-	evbuffer_free(b);
+	/* Unhooked from the client before evhttp may close it. */
 	exchange_replied(ex);
+	evhttp_send_reply(req, 200, "OK", b);
+	evbuffer_free(b);
 	exchange_close(ex, NULL);
 }
 
@@ -682,6 +693,8 @@ v2_handle(struct evhttp_request *req, void *arg)
 		server_auth_token(req, c);
 		return;
 	}
+	if (pt_relay_busy(c, req))
+		return;		/* evhttp calling again after an error */
 	if (strncmp(path, PT_RELAY_PATH, strlen(PT_RELAY_PATH)) == 0) {
 		pt_relay(req, path + strlen(PT_RELAY_PATH), query);
 		return;

@@ -61,10 +61,11 @@ xrepo_public_cb(const char *upstream, const char *repo, void *arg)
  * whose (upstream, repository) the index does not record for the digest;
  * and for an anonymous one too when the digest was only ever seen through
  * private upstreams (else a public route would read private content).
- * Not again once this exchange got a confirmation.  Pass-through
- * upstreams confirm each client themselves (server_passthrough.c).  An
- * index error counts as not recorded: asking costs a HEAD, serving could
- * leak.
+ * Pass-through upstreams are private too: their HEAD carries the
+ * client's credentials, and server_passthrough.c has checked the client's
+ * access to the repository, this checks the digest is in it.  Not again
+ * once this exchange got a confirmation.  An index error counts as not
+ * recorded: asking costs a HEAD, serving could leak.
  */
 int
 xrepo_needed(struct exchange *ex)
@@ -72,12 +73,11 @@ xrepo_needed(struct exchange *ex)
 	struct upstream		*up = ex->rt.upstream;
 	struct xrepo_seen	 seen = { 0, 0 };
 
-	if (up->cfg->cred_kind == CRED_PASSTHROUGH ||
-	    (ex->xrepo_status >= 200 && ex->xrepo_status < 300))
+	if (ex->xrepo_status >= 200 && ex->xrepo_status < 300)
 		return 0;
 	if (idx_blob_known_in(ex->p.ref, up->cfg->name, ex->rt.name) == 1)
 		return 0;
-	if (cred_has(up))
+	if (up->cfg->cred_kind != CRED_NONE)
 		return 1;
 	/* Anonymous: free unless every record is of a private upstream. */
 	if (idx_repo_iter(ex->p.ref, xrepo_public_cb, &seen) == -1)
@@ -103,6 +103,7 @@ xrepo_confirm(struct exchange *ex)
 	ex->ur = upreq_new(ex->rt.upstream, EVHTTP_REQ_HEAD, ex->upath, scope,
 	    &xrepo_cb, ex);
 	free(scope);
+	upreq_set_auth(ex->ur, ex->up_auth);
 	if (ex->p.kind == V2_MANIFEST)
 		manifest_accept_all(ex->ur);
 	upreq_start(ex->ur);

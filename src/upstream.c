@@ -261,6 +261,13 @@ upreq_id(const struct upreq *ur)
 	return ur->id;
 }
 
+/* Did the answer come from the upstream itself (not a redirect target)? */
+int
+upreq_on_origin(const struct upreq *ur)
+{
+	return ur->on_origin;
+}
+
 /* Is u the upstream's own scheme, host and port? */
 static int
 upreq_is_origin(const struct upstream *up, const struct url *u)
@@ -497,6 +504,7 @@ token_flight_free(struct token_flight *fl)
 {
 	if (fl->tx != NULL)
 		httpx_cancel(fl->tx);
+	evbuffer_wipe(fl->body);
 	evbuffer_free(fl->body);
 	upstream_unref(fl->up);
 	free(fl->key);
@@ -539,20 +547,22 @@ upreq_token_done(struct httpx *x, enum up_error err, const char *cause,
 	struct upreq		*w;
 	enum up_error		 werr = UP_OK;
 	const char		*wcause = NULL;
-	char			 e[256];
+	char			 e[256], *body;
+	size_t			 blen;
 	time_t			 expiry = 0;
 
 	fl->tx = NULL;
 	TAILQ_REMOVE(&token_flights, fl, entry);
 	memset(&tr, 0, sizeof(tr));
+	/* A copy to parse, wiped after: a pullup would leave copies. */
+	body = evbuffer_take_secret(fl->body, &blen);
 	if (err != UP_OK) {
 		log_warnx("upstream %s: token service: %s", fl->up->cfg->name,
 		    cause);
 		werr = err == UP_ERR_TIMEOUT ? err : UP_ERR_AUTH;
 		wcause = cause;
-	} else if (fl->failed || auth_parse_token_response(
-	    (const char *)evbuffer_pullup(fl->body, -1),
-	    evbuffer_get_length(fl->body), &tr, e, sizeof(e)) == -1) {
+	} else if (fl->failed || auth_parse_token_response(body, blen, &tr, e,
+	    sizeof(e)) == -1) {
 		if (!fl->failed)
 			log_warnx("upstream %s: %s", fl->up->cfg->name, e);
 		werr = UP_ERR_AUTH;
@@ -563,6 +573,7 @@ upreq_token_done(struct httpx *x, enum up_error err, const char *cause,
 		    tr.expires_in, TAILQ_EMPTY(&fl->waiters) ? "no waiter" :
 		    "waking the waiters");
 	}
+	secret_buf_free(body, blen);
 	/* A waiter may cancel others from its callbacks: they leave the
 	 * list themselves, so always take the first. */
 	while ((w = TAILQ_FIRST(&fl->waiters)) != NULL) {

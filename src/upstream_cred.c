@@ -30,6 +30,7 @@
 #define ECR_REFRESH_BEFORE_MS	(60 * 60 * 1000)
 /* Retry a failed refresh after 1 s, doubling up to this. */
 #define CRED_RETRY_MAX_MS	(60 * 1000)
+#define CRED_TIMER_MAX_MS	(24 * 60 * 60 * 1000)
 /* A refusal re-fetches at most this often (a wrong account would loop). */
 #define CRED_FRESH_MS		1000
 
@@ -44,6 +45,7 @@ struct cred {
 	struct aws_state	*aws;
 	struct event		*timer;		/* next refresh */
 	int			 retry_ms;
+	uint64_t		 retry_until;	/* monotonic: backing off */
 	TAILQ_HEAD(, cred_waiter) waiters;
 };
 
@@ -396,9 +398,14 @@ static void
 cred_wake(struct cred *cr, int ok)
 {
 	struct cred_waiter	*w;
+	size_t			 n = 0;
 
-	/* A waiter may add itself again or drop others: take the first. */
-	while ((w = TAILQ_FIRST(&cr->waiters)) != NULL) {
+	/* As many as wait now: one that waits again (it goes to the tail)
+	 * waits for the next fetch, not for this one once more.  Waiters
+	 * may drop others meanwhile: always take the first. */
+	TAILQ_FOREACH(w, &cr->waiters, entry)
+		n++;
+	while (n-- > 0 && (w = TAILQ_FIRST(&cr->waiters)) != NULL) {
 		TAILQ_REMOVE(&cr->waiters, w, entry);
 		w->queued = 0;
 		w->cb(w, ok);
@@ -423,12 +430,17 @@ cred_fetched(const struct ecr_token *t, const char *error, void *arg)
 	int64_t		 now = wall_ms(), life, margin;
 
 	cr->fetch = NULL;
+	if (t != NULL && t->expires_ms <= now + 1000) {
+		error = "ECR answered a password that has already expired";
+		t = NULL;
+	}
 	if (t == NULL) {
 		stats.cred_refresh_failures++;
 		log_warnx("upstream %s: ECR credentials: %s%s",
 		    cr->up->cfg->name, error, cred_valid(cr) ?
 		    "; the current ones stay in use until they expire" : "");
 		cred_schedule(cr, cr->retry_ms);
+		cr->retry_until = mono_ms() + (uint64_t)cr->retry_ms;
 		cr->retry_ms = cr->retry_ms * 2 > CRED_RETRY_MAX_MS ?
 		    CRED_RETRY_MAX_MS : cr->retry_ms * 2;
 		/* Whoever waits wanted new ones: there are none. */
@@ -451,7 +463,11 @@ cred_fetched(const struct ecr_token *t, const char *error, void *arg)
 	    "renewal in %lld s", cr->up->cfg->name, (long long)(life / 1000),
 	    (long long)((life - margin) / 1000));
 	evtimer_del(cr->timer);
-	cred_schedule(cr, life - margin > 1000 ? (int)(life - margin) : 1000);
+	cr->retry_until = 0;
+	/* A timer a day away at most: a longer life is renewed early. */
+	life -= margin;
+	cred_schedule(cr, life < 1000 ? 1000 : life > CRED_TIMER_MAX_MS ?
+	    CRED_TIMER_MAX_MS : (int)life);
 	cred_wake(cr, 1);
 }
 
@@ -535,7 +551,10 @@ cred_get(struct upstream *up, const char **user, const char **pass,
 			*gen = cr->gen;
 		return 1;
 	}
-	cred_fetch(cr);
+	/* After a failure, requests wait for the retry the timer makes:
+	 * traffic must not turn a failing AWS into a hammered one. */
+	if (cr->retry_until == 0 || mono_ms() >= cr->retry_until)
+		cred_fetch(cr);
 	return 0;
 }
 

@@ -264,8 +264,12 @@ httpx_finish(struct httpx *x, enum up_error err, const char *cause)
 	x->state = HX_DONE;
 	if (c != NULL) {
 		x->conn = NULL;
+		/* Answered before our request was all sent (a refused
+		 * POST, say): what is left of it must not go out ahead of
+		 * the next request, so the connection is not reused. */
 		if (err == UP_OK && x->keepalive && !x->eof &&
-		    evbuffer_get_length(bufferevent_get_input(c->bev)) == 0)
+		    evbuffer_get_length(bufferevent_get_input(c->bev)) == 0 &&
+		    evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)
 			pool_put(c);
 		else {
 			c->x = NULL;

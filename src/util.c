@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include <event2/http.h>
+#include <jansson.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 
@@ -261,20 +262,72 @@ headers_wipe(struct evkeyvalq *h)
 	evhttp_clear_headers(h);
 }
 
-/* Overwrites what an evbuffer holds (secrets) before it is freed. */
+/*
+ * Overwrites what an evbuffer holds (secrets), every chain of it, in
+ * place: call it before draining or freeing the buffer.
+ */
 void
 evbuffer_wipe(struct evbuffer *b)
 {
-	struct evbuffer_iovec	 v[8];
+	struct evbuffer_iovec	*v;
 	int			 i, n;
 
-	n = evbuffer_peek(b, -1, NULL, v, 8);
-	if (n > 8) {
-		evbuffer_pullup(b, -1);
-		n = evbuffer_peek(b, -1, NULL, v, 8);
-	}
-	for (i = 0; i < n && i < 8; i++)
+	if ((n = evbuffer_peek(b, -1, NULL, NULL, 0)) <= 0)
+		return;
+	v = xcalloc((size_t)n, sizeof(*v));
+	n = evbuffer_peek(b, -1, NULL, v, n);
+	for (i = 0; i < n; i++)
 		OPENSSL_cleanse(v[i].iov_base, v[i].iov_len);
+	free(v);
+}
+
+/*
+ * A NUL-terminated copy of what b holds, for parsing a reply that may
+ * hold secrets: the buffer is wiped and emptied (a pullup would leave
+ * unwiped copies behind).  Free the copy with secret_buf_free().
+ */
+char *
+evbuffer_take_secret(struct evbuffer *b, size_t *len)
+{
+	char	*s;
+
+	*len = evbuffer_get_length(b);
+	s = xcalloc(1, *len + 1);
+	if (evbuffer_copyout(b, s, *len) != (ev_ssize_t)*len)
+		fatalx("%s: evbuffer_copyout", __func__);
+	evbuffer_wipe(b);
+	evbuffer_drain(b, *len);
+	return s;
+}
+
+void
+secret_buf_free(char *s, size_t len)
+{
+	if (s != NULL) {
+		OPENSSL_cleanse(s, len);
+		free(s);
+	}
+}
+
+/* Wipes the value of every header called name (a copy was taken). */
+void
+headers_wipe_value(struct evkeyvalq *h, const char *name)
+{
+	struct evkeyval	*kv;
+
+	TAILQ_FOREACH(kv, h, next)
+		if (strcasecmp(kv->key, name) == 0)
+			OPENSSL_cleanse(kv->value, strlen(kv->value));
+}
+
+/* Wipes jansson's copy of the string member key of o, if there is one. */
+void
+json_string_wipe(json_t *o, const char *key)
+{
+	const char	*s = json_string_value(json_object_get(o, key));
+
+	if (s != NULL)
+		OPENSSL_cleanse((char *)(uintptr_t)s, strlen(s));
 }
 
 /* Value of one hex digit, or -1. */

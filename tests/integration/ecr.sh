@@ -65,7 +65,7 @@ if ! "$REGCACHE" check-config -c "$TESTDIR/probe.json" >"$TESTDIR/probe.out" 2>&
   bail_out "check-config refuses the ECR config: $(head -n 3 "$TESTDIR/probe.out")"
 fi
 
-plan 61
+plan 64
 
 # Every password (and its base64 form), temporary secret, session token,
 # IMDS token, web identity token and secret key of this test.
@@ -335,6 +335,22 @@ rot_asked() { is "$(st ecr_ok)" -gt "$ROT_BEFORE" && is "$(st ecr_ok)" -le $((RO
 check "rotated: regcache asked ECR again, once or twice" rot_asked
 check "rotated: pull r4, every file matches its digest" pull r4 rot-r4
 finish rc_rot aws_rot rotated
+
+# --- (h) ECR hands out a password that has already expired --------------------
+# Refused as a failed renewal, retried with backoff; the daemon keeps
+# answering and a pull fails with an error instead of hanging.
+aws_start aws_exp --password-ttl -30 --keep-expired
+rc_start rc_exp 2 AWS_ACCESS_KEY_ID="$AKID" AWS_SECRET_ACCESS_KEY="$SECRET"
+exp_answers() {
+  local code
+  code=$(tcurl -o /dev/null -w '%{http_code}' --max-time 20 -H "Accept: $MANIFEST_ACCEPT" \
+    "$RC_URL/v2/ecr/test/img/manifests/r1") || true
+  diag "expired password: the manifest answered $code"
+  [ "$code" -ge 400 ] && tcurl -f -o /dev/null "$RC_URL/v2/"
+}
+check "an already expired password: a request fails with an error, the daemon still answers" exp_answers
+check "expired password: the log says so" grep -q 'already expired' "$RC_LOG"
+finish rc_exp aws_exp "expired password"
 
 # --- secrets ------------------------------------------------------------------
 no_secret_logged() {

@@ -12,7 +12,7 @@ set -eu
 
 require_cmd docker-registry skopeo python3 curl jq
 require_regcache
-plan 20
+plan 24
 
 PRIV=$(mkimage "$TESTDIR/img-priv" --seed pt-private --layers 2 --layer-size 200000)
 PUB=$(mkimage "$TESTDIR/img-pub" --seed pt-public --layers 1 --layer-size 100000)
@@ -99,14 +99,34 @@ heads=$(( $(count_lines "$tok_LOG" "\"HEAD /v2/private/app/blobs/$LAYER ") - hea
 ok "$([ "$(rc_status)" = 200 ] && [ "$heads" -eq 1 ]; echo $?)" \
   "the same token again: 200, the upstream's yes is remembered ($heads HEAD in all)"
 
-# 5. Public content: anonymous clients pull it through the relay too.
+# 5. Access to one repository opens only what is in it: a cached private
+# layer asked for under the public repository is confirmed upstream (with
+# the client's token) and refused.
+pub_tok=$(tcurl "$REALM?service=$tok_SERVICE&scope=repository:pub/app:pull" | jq -r .token)
+record_secret "$pub_tok"
+rc_get "/v2/pub/app/manifests/latest" -H "Authorization: Bearer $pub_tok" \
+  -H 'Accept: application/vnd.oci.image.manifest.v1+json'
+ok "$([ "$(rc_status)" = 200 ]; echo $?)" "an anonymous token for pub/app: its manifest, 200"
+rc_get "/v2/pub/app/blobs/$LAYER" -H "Authorization: Bearer $pub_tok"
+ok "$([ "$(rc_status)" = 404 ] && rc_code_is BLOB_UNKNOWN; echo $?)" \
+  "the cached private layer asked for under pub/app: 404 BLOB_UNKNOWN, not the bytes"
+
+# 6. Tag lists go upstream with the client's credentials.
+rc_get "/v2/private/app/tags/list" -H "Authorization: Bearer $tok"
+ok "$([ "$(rc_status)" = 200 ] && [ "$(jq -r '.tags[0]' "$RC_B")" = latest ]; echo $?)" \
+  "tags/list with a user's token: 200 and the tags"
+rc_get "/v2/private/app/tags/list"
+ok "$([ "$(rc_status)" = 401 ] && case $(rc_header WWW-Authenticate) in "Bearer realm=\"$REALM\""*) true ;; *) false ;; esac; echo $?)" \
+  "tags/list without credentials: 401 with the rewritten challenge"
+
+# 7. Public content: anonymous clients pull it through the relay too.
 pull_pub() {
   skopeo_run copy --src-tls-verify=false "docker://$rc_ADDR/pub/app:latest" \
     "dir:$TESTDIR/out3" && verify_dir_digests "$TESTDIR/out3" "$PUB"
 }
 check "anonymous: skopeo pulls the public pub/app through the relay" pull_pub
 
-# 6. regcache never used credentials of its own, and never logged theirs.
+# 8. regcache never used credentials of its own, and never logged theirs.
 ok "$(grep -q 'Authorization' "$rc_LOG"; [ $? -eq 1 ]; echo $?)" "no Authorization header in regcache's log"
 check "regcache is still running" regcache_alive rc
 check "regcache exits 0 on SIGTERM, with no sanitizer report" regcache_stop rc
