@@ -131,6 +131,13 @@ sig_cb(evutil_socket_t sig, short what, void *arg)
 	event_base_loopexit(ev_base, NULL);
 }
 
+/* SIGUSR1: logrotate moved the access log away; write to a new one. */
+static void
+sig_usr1_cb(evutil_socket_t sig, short what, void *arg)
+{
+	log_access_reopen();
+}
+
 /* Load the configuration named by -c or the environment, or the default,
  * then apply command-line and environment overrides and validate. */
 static struct config *
@@ -161,7 +168,7 @@ cmd_serve(int argc, char **argv)
 {
 	struct config_overrides	 ov;
 	const char		*file = getenv("REGCACHE_CONFIG");
-	struct event		*ev_term, *ev_int;
+	struct event		*ev_term, *ev_int, *ev_usr1;
 	enum log_level		 level;
 	char			 err[512];
 	int			 ch, verbose = 0;
@@ -206,6 +213,11 @@ cmd_serve(int argc, char **argv)
 		return 1;
 	level = conf->log_level;
 	log_init(level, 1);
+	if (log_access_open(conf->access_file, conf->access_format, err,
+	    sizeof(err)) == -1) {
+		log_warnx("%s", err);
+		return 1;
+	}
 
 	signal(SIGPIPE, SIG_IGN);
 	if ((ev_base = event_base_new()) == NULL)
@@ -232,8 +244,10 @@ cmd_serve(int argc, char **argv)
 
 	ev_term = evsignal_new(ev_base, SIGTERM, sig_cb, NULL);
 	ev_int = evsignal_new(ev_base, SIGINT, sig_cb, NULL);
+	ev_usr1 = evsignal_new(ev_base, SIGUSR1, sig_usr1_cb, NULL);
 	evsignal_add(ev_term, NULL);
 	evsignal_add(ev_int, NULL);
+	evsignal_add(ev_usr1, NULL);
 	log_info("regcache %s ready: %zu upstream%s, default %s, data in %s, "
 	    "%llu blobs cached (%llu bytes)", PACKAGE_VERSION,
 	    conf->nupstreams, conf->nupstreams == 1 ? "" : "s",
@@ -253,9 +267,11 @@ cmd_serve(int argc, char **argv)
 	cache_store_close();
 	event_free(ev_term);
 	event_free(ev_int);
+	event_free(ev_usr1);
 	evdns_base_free(dns_base, 0);
 	event_base_free(ev_base);
 	config_free(conf);
+	log_access_close();
 	log_info("exiting");
 	return 0;
 }
