@@ -40,6 +40,8 @@ usage_main(FILE *f)
 "                           evict to the budget, remove leftovers\n"
 "  ls [-c FILE] [-d DIR] [--json]\n"
 "                           list cached repositories, tags and blobs\n"
+"  warm [--url URL] [--platform OS/ARCH[/VARIANT]]... IMAGE...\n"
+"                           pull images into a running regcache's cache\n"
 "  version                  print the version\n"
 "\n"
 "Run 'regcache <command> -h' for the options of a command.\n");
@@ -410,6 +412,8 @@ main(int argc, char **argv)
 		return cmd_serve(argc, argv);
 	if (strcmp(cmd, "check-config") == 0)
 		return cmd_check_config(argc, argv);
+	if (strcmp(cmd, "warm") == 0)
+		return warm_main(argc, argv);
 	if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0)
 		return cmd_version(argc, argv);
 	for (tc = tool_cmds; tc->name != NULL; tc++)

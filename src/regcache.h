@@ -790,6 +790,9 @@ int	 cache_tool_verify(const struct config *, int);
 int	 cache_tool_gc(const struct config *, int);
 int	 cache_tool_ls(const struct config *, int);
 
+/* warm.c: the `regcache warm` command, a client of a running regcache. */
+int	 warm_main(int, char **);
+
 /* aws_sigv4.c: AWS Signature Version 4 for AWS API calls (ECR tokens). */
 #define SIGV4_DATE_LEN	17	/* "20150830T123600Z" and its NUL */
 struct sigv4_request {
