@@ -212,7 +212,8 @@ static const char *const ecr_keys[] = {
 	"region", "endpoint", "registry_id", "sts_endpoint", "imds_endpoint",
 	"profile", "refresh_before", NULL
 };
-static const char *const log_keys[] = { "level", NULL };
+static const char *const log_keys[] = { "level", "access", NULL };
+static const char *const log_access_keys[] = { "format", "file", NULL };
 
 /* Writes a message into a caller's buffer, which may be absent. */
 static void __attribute__((format(printf, 3, 4)))
@@ -1269,6 +1270,7 @@ config_free(struct config *cf)
 	listens_free(cf->listens, cf->nlistens);
 	upstreams_free(cf->upstreams, cf->nupstreams);
 	free(cf->data_dir);
+	free(cf->access_file);
 	access_free(cf->access);
 	free(cf);
 }
@@ -1480,6 +1482,8 @@ config_default(void)
 	cf->max_header_bytes = DEFAULT_MAX_HEADER_BYTES;
 	cf->max_redirects = DEFAULT_MAX_REDIRECTS;
 	cf->log_level = LOG_LEVEL_INFO;
+	cf->access_format = ACCESS_FORMAT_COMBINED;
+	cf->access_file = NULL;
 	cf->cache_max_bytes = 0;
 	cf->cache_high_water = DEFAULT_CACHE_HIGH_WATER;
 	cf->cache_low_water = DEFAULT_CACHE_LOW_WATER;
@@ -1916,7 +1920,33 @@ parse_data_dir(struct pctx *c, json_t *v, struct config *cf)
 	return want_string_dup(c, v, &cf->data_dir);
 }
 
-/* Parses "log": {"level"}. */
+/*
+ * Parses "access": {"format", "file"}.  A file that is null or absent
+ * means stderr; so does "access": null, with the default format.
+ */
+static int
+parse_log_access(struct pctx *c, json_t *o, struct config *cf)
+{
+	const char	*s;
+	json_t		*v;
+
+	if (json_is_null(o))
+		return 0;
+	if (want_object(c, o, log_access_keys) == -1)
+		return -1;
+	if ((v = json_object_get(o, "format")) != NULL) {
+		kpath_key(c, "format");
+		if (want_string(c, v, &s) == -1)
+			return -1;
+		if (log_access_format_parse(s, &cf->access_format) == -1)
+			return cerr(c, "format \"%s\" must be combined or json",
+			    s);
+		kpath_pop(c);
+	}
+	return member_string(c, o, "file", MEMBER_NULL_OK, &cf->access_file);
+}
+
+/* Parses "log": {"level", "access"}. */
 static int
 parse_log(struct pctx *c, json_t *o, struct config *cf)
 {
@@ -1932,6 +1962,12 @@ parse_log(struct pctx *c, json_t *o, struct config *cf)
 		if (log_level_parse(s, &cf->log_level) == -1)
 			return cerr(c, "level \"%s\" must be one of error, "
 			    "warn, info, debug", s);
+		kpath_pop(c);
+	}
+	if ((v = json_object_get(o, "access")) != NULL) {
+		kpath_key(c, "access");
+		if (parse_log_access(c, v, cf) == -1)
+			return -1;
 		kpath_pop(c);
 	}
 	return 0;

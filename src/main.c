@@ -40,6 +40,8 @@ usage_main(FILE *f)
 "                           evict to the budget, remove leftovers\n"
 "  ls [-c FILE] [-d DIR] [--json]\n"
 "                           list cached repositories, tags and blobs\n"
+"  warm [--url URL] [--platform OS/ARCH[/VARIANT]]... IMAGE...\n"
+"                           pull images into a running regcache's cache\n"
 "  version                  print the version\n"
 "\n"
 "Run 'regcache <command> -h' for the options of a command.\n");
@@ -122,6 +124,13 @@ usage_ls(FILE *f)
 USAGE_TOOL_OPTIONS
 "  --json         one JSON document instead of tables\n"
 "  -h             this help\n");
+}
+
+/* SIGUSR1: logrotate moved the access log away; write to a new one. */
+static void
+sig_usr1_cb(evutil_socket_t sig, short what, void *arg)
+{
+	log_access_reopen();
 }
 
 /* Load the configuration named by -c or the environment, or the default,
@@ -210,6 +219,17 @@ serve_reload(void)
 		config_free(c);
 		return;
 	}
+	/* Last, for it takes effect when it succeeds: a new file (or
+	 * format) is opened before the old one is let go. */
+	if (log_access_open(c->access_file, c->access_format, err,
+	    sizeof(err)) == -1) {
+		log_warnx("reload refused: access log: %s; the running "
+		    "configuration stays", err);
+		upstream_install_abort(set, c->nupstreams);
+		server_reload_abort(ctxs);
+		config_free(c);
+		return;
+	}
 	old = conf;
 	conf = c;
 	upstream_install(set, c->nupstreams);
@@ -277,7 +297,7 @@ cmd_serve(int argc, char **argv)
 {
 	struct config_overrides	 ov;
 	const char		*file = getenv("REGCACHE_CONFIG");
-	struct event		*ev_term, *ev_int, *ev_hup;
+	struct event		*ev_term, *ev_int, *ev_hup, *ev_usr1;
 	enum log_level		 level;
 	char			 err[512];
 	int			 ch, verbose = 0;
@@ -324,6 +344,11 @@ cmd_serve(int argc, char **argv)
 	serve_ov = ov;
 	level = conf->log_level;
 	log_init(level, 1);
+	if (log_access_open(conf->access_file, conf->access_format, err,
+	    sizeof(err)) == -1) {
+		log_warnx("%s", err);
+		return 1;
+	}
 
 	signal(SIGPIPE, SIG_IGN);
 	if ((ev_base = event_base_new()) == NULL)
@@ -351,11 +376,13 @@ cmd_serve(int argc, char **argv)
 	ev_term = evsignal_new(ev_base, SIGTERM, sig_cb, NULL);
 	ev_int = evsignal_new(ev_base, SIGINT, sig_cb, NULL);
 	ev_hup = evsignal_new(ev_base, SIGHUP, sig_cb, NULL);
+	ev_usr1 = evsignal_new(ev_base, SIGUSR1, sig_usr1_cb, NULL);
 	if ((drain_timer = evtimer_new(ev_base, drain_tick, NULL)) == NULL)
 		fatalx("evtimer_new failed");
 	evsignal_add(ev_term, NULL);
 	evsignal_add(ev_int, NULL);
 	evsignal_add(ev_hup, NULL);
+	evsignal_add(ev_usr1, NULL);
 	log_info("regcache %s ready: %zu upstream%s, default %s, data in %s, "
 	    "%llu blobs cached (%llu bytes)", PACKAGE_VERSION,
 	    conf->nupstreams, conf->nupstreams == 1 ? "" : "s",
@@ -376,10 +403,12 @@ cmd_serve(int argc, char **argv)
 	event_free(ev_term);
 	event_free(ev_int);
 	event_free(ev_hup);
+	event_free(ev_usr1);
 	event_free(drain_timer);
 	evdns_base_free(dns_base, 0);
 	event_base_free(ev_base);
 	config_unref(conf);
+	log_access_close();
 	log_info("exiting");
 	return 0;
 }
@@ -518,6 +547,8 @@ main(int argc, char **argv)
 		return cmd_serve(argc, argv);
 	if (strcmp(cmd, "check-config") == 0)
 		return cmd_check_config(argc, argv);
+	if (strcmp(cmd, "warm") == 0)
+		return warm_main(argc, argv);
 	if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0)
 		return cmd_version(argc, argv);
 	for (tc = tool_cmds; tc->name != NULL; tc++)

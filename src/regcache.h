@@ -169,6 +169,12 @@ enum log_level {
 	LOG_LEVEL_DEBUG
 };
 
+/* How access-log lines are written ("log.access.format"). */
+enum access_format {
+	ACCESS_FORMAT_COMBINED = 0,	/* Apache combined plus key=value */
+	ACCESS_FORMAT_JSON		/* one JSON object per line */
+};
+
 struct config {
 	int			 refs;		/* the daemon's, its upstreams' */
 	char			*path;		/* file it came from, or NULL */
@@ -187,6 +193,8 @@ struct config {
 	int			 max_header_bytes;
 	int			 max_redirects;
 	enum log_level		 log_level;
+	enum access_format	 access_format;
+	char			*access_file;	/* NULL: stderr */
 	/* cache */
 	uint64_t		 cache_max_bytes;	/* 0: no budget */
 	int			 cache_high_water;	/* percent of max */
@@ -329,11 +337,39 @@ void	 log_warn(const char *, ...) __attribute__((format(printf, 1, 2)));
 void	 log_warnx(const char *, ...) __attribute__((format(printf, 1, 2)));
 void	 log_info(const char *, ...) __attribute__((format(printf, 1, 2)));
 void	 log_debug(const char *, ...) __attribute__((format(printf, 1, 2)));
-void	 log_access(const char *, ...) __attribute__((format(printf, 1, 2)));
 void	 fatal(const char *, ...)
 	    __attribute__((format(printf, 1, 2), noreturn));
 void	 fatalx(const char *, ...)
 	    __attribute__((format(printf, 1, 2), noreturn));
+
+/*
+ * One access-log line: a client request from its arrival to its last
+ * byte.  Strings are as received (NULL: unknown or none); log.c escapes
+ * them.  Written by log_access_entry(), never with secrets in it.
+ */
+struct access_entry {
+	const char	*peer;
+	const char	*user;		/* the authenticated user */
+	const char	*method;
+	const char	*uri;		/* path and query, as received */
+	const char	*protocol;	/* "HTTP/1.1" */
+	int		 status;
+	uint64_t	 bytes;		/* body bytes sent */
+	uint64_t	 duration_ms;
+	int64_t		 ttfb_ms;	/* until the reply head went; -1 */
+	const char	*upstream;
+	const char	*cache;		/* the X-Cache verdict */
+	const char	*referer;
+	const char	*user_agent;
+	const char	*why;		/* why it ended early */
+};
+int	 log_access_format_parse(const char *, enum access_format *);
+int	 log_access_open(const char *, enum access_format, char *, size_t);
+void	 log_access_reopen(void);
+void	 log_access_close(void);
+char	*log_access_render(const struct access_entry *, enum access_format,
+	    const struct timespec *);
+void	 log_access_entry(const struct access_entry *);
 
 /* config.c */
 struct config	*config_default(void);
@@ -389,6 +425,15 @@ struct client *server_client_get(struct evhttp_request *);
  * last byte of its reply. */
 #define EXCHANGE_NS_MAX		256
 
+/* What an access-log line keeps of a request from its arrival: the
+ * request itself may be gone by the time the line is written. */
+struct reqinfo {
+	char		 proto[16];	/* "HTTP/1.1" */
+	char		*referer;	/* NULL: none */
+	char		*agent;		/* User-Agent; NULL: none */
+	uint64_t	 t_head;	/* mono_ms() when the head went; 0 */
+};
+
 struct exchange {
 	uint32_t		 magic;
 	uint64_t		 id;
@@ -417,14 +462,20 @@ struct exchange {
 						 * confirmation, 0 before */
 	char			*user;		/* the token's; NULL: none */
 	char			*challenge;	/* WWW-Authenticate of a 401 */
+	struct reqinfo		 info;		/* for the access log */
 };
 
 void	 v2_handle(struct evhttp_request *, void *);
-void	 v2_send_error(struct evhttp_request *, int, const char *,
+size_t	 v2_send_error(struct evhttp_request *, int, const char *,
 	    const char *);
-void	 v2_send_error_header(struct evhttp_request *, int, const char *,
+size_t	 v2_send_error_header(struct evhttp_request *, int, const char *,
 	    const char *, const char *, const char *);
 void	 v2_peer(struct evhttp_request *, char *, size_t);
+void	 v2_reqinfo_init(struct reqinfo *, struct evhttp_request *);
+void	 v2_reqinfo_clear(struct reqinfo *);
+int64_t	 v2_reqinfo_ttfb(const struct reqinfo *, uint64_t);
+void	 v2_quick_error(struct evhttp_request *, const char *, int,
+	    const char *, const char *);
 const char *v2_method_name(enum evhttp_cmd_type);
 void	 v2_common_headers(struct evhttp_request *);
 void	 v2_passthrough(struct exchange *);
@@ -759,6 +810,9 @@ int	 cache_blob_read(const char *, struct evbuffer *, struct idx_blob *,
 int	 cache_tool_verify(const struct config *, int);
 int	 cache_tool_gc(const struct config *, int);
 int	 cache_tool_ls(const struct config *, int);
+
+/* warm.c: the `regcache warm` command, a client of a running regcache. */
+int	 warm_main(int, char **);
 
 /* aws_sigv4.c: AWS Signature Version 4 for AWS API calls (ECR tokens). */
 #define SIGV4_DATE_LEN	17	/* "20150830T123600Z" and its NUL */

@@ -64,6 +64,7 @@ struct tokreq {
 	int			 status;
 	uint64_t		 bytes;
 	uint64_t		 t0;
+	struct reqinfo		 info;		/* for the access log */
 };
 
 static TAILQ_HEAD(, tokreq)	 tokreqs = TAILQ_HEAD_INITIALIZER(tokreqs);
@@ -258,16 +259,25 @@ server_auth_origin(struct evhttp_request *req, char *out, size_t outlen)
 static void
 tokreq_close(struct tokreq *t, const char *why)
 {
-	char	*user;
+	struct access_entry	 e;
 
 	CHECK_MAGIC(t, TOKREQ_MAGIC);
-	user = t->user != NULL ? log_escape(t->user) : NULL;
-	log_access("%s %s \"%s %s\" %d %llu %llums - -%s%s", t->peer,
-	    user != NULL ? user : "-", v2_method_name(t->method),
-	    AUTH_TOKEN_PATH, t->status, (unsigned long long)t->bytes,
-	    (unsigned long long)(mono_ms() - t->t0),
-	    why != NULL ? " " : "", why != NULL ? why : "");
-	free(user);
+	/* The path only: the query is the client's business. */
+	memset(&e, 0, sizeof(e));
+	e.peer = t->peer;
+	e.user = t->user;
+	e.method = v2_method_name(t->method);
+	e.uri = AUTH_TOKEN_PATH;
+	e.protocol = t->info.proto;
+	e.status = t->status;
+	e.bytes = t->bytes;
+	e.duration_ms = mono_ms() - t->t0;
+	e.ttfb_ms = v2_reqinfo_ttfb(&t->info, t->t0);
+	e.referer = t->info.referer;
+	e.user_agent = t->info.agent;
+	e.why = why;
+	log_access_entry(&e);
+	v2_reqinfo_clear(&t->info);
 	if (t->queued)
 		TAILQ_REMOVE(&tokreqs, t, entry);
 	if (t->client != NULL && t->client->gone_arg == t) {
@@ -304,6 +314,7 @@ tokreq_take(struct tokreq *t)
 	struct evhttp_request	*req = t->req;
 
 	t->req = NULL;
+	t->info.t_head = mono_ms();
 	if (t->client != NULL && t->client->gone_arg == t) {
 		t->client->gone_cb = NULL;
 		t->client->gone_arg = NULL;
@@ -320,7 +331,7 @@ tokreq_fail(struct tokreq *t, int status, const char *code, const char *msg,
 	struct evhttp_request	*req = tokreq_take(t);
 
 	t->status = status;
-	v2_send_error_header(req, status, code, msg, hname, hvalue);
+	t->bytes = v2_send_error_header(req, status, code, msg, hname, hvalue);
 	tokreq_close(t, NULL);
 }
 
@@ -625,6 +636,7 @@ server_auth_token(struct evhttp_request *req, struct client *c)
 	t->method = evhttp_request_get_command(req);
 	t->t0 = mono_ms();
 	v2_peer(req, t->peer, sizeof(t->peer));
+	v2_reqinfo_init(&t->info, req);
 	TAILQ_INIT(&params);
 
 	if (t->method != EVHTTP_REQ_GET && t->method != EVHTTP_REQ_POST) {

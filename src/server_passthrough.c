@@ -60,7 +60,11 @@ struct pt_relay {
 	int			 too_big;
 	char			*ctype;
 	char			*peer;
+	char			*path;		/* for the access log */
+	enum evhttp_cmd_type	 method;
 	uint64_t		 t0;
+	uint64_t		 bytes;
+	struct reqinfo		 info;
 };
 
 static void
@@ -380,6 +384,8 @@ pt_relay_free(struct pt_relay *r)
 	upstream_unref(r->up);
 	free(r->ctype);
 	free(r->peer);
+	free(r->path);
+	v2_reqinfo_clear(&r->info);
 	r->magic = 0;
 	free(r);
 }
@@ -422,6 +428,28 @@ pt_relay_body(struct httpx *x, struct evbuffer *data, void *arg)
 	evbuffer_add_buffer(r->body, data);
 }
 
+/* The relay's access-log line: the path only, never the query. */
+static void
+pt_relay_log(struct pt_relay *r, const char *why)
+{
+	struct access_entry	 e;
+
+	memset(&e, 0, sizeof(e));
+	e.peer = r->peer;
+	e.method = v2_method_name(r->method);
+	e.uri = r->path;
+	e.protocol = r->info.proto;
+	e.status = r->status;
+	e.bytes = r->bytes;
+	e.duration_ms = mono_ms() - r->t0;
+	e.ttfb_ms = v2_reqinfo_ttfb(&r->info, r->t0);
+	e.upstream = r->up->cfg->name;
+	e.referer = r->info.referer;
+	e.user_agent = r->info.agent;
+	e.why = why;
+	log_access_entry(&e);
+}
+
 static void
 pt_relay_done(struct httpx *x, enum up_error err, const char *cause,
     void *arg)
@@ -437,16 +465,19 @@ pt_relay_done(struct httpx *x, enum up_error err, const char *cause,
 	CHECK_MAGIC(r, PT_RELAY_MAGIC);
 	r->x = NULL;
 	if (r->req == NULL) {
+		pt_relay_log(r, "client gone");
 		pt_relay_free(r);
 		return;
 	}
 	if (err != UP_OK || r->too_big) {
 		log_warnx("upstream %s: token relay: %s", r->up->cfg->name,
 		    err != UP_OK ? cause : "answer too large");
-		v2_send_error(r->req, 502, "UNAVAILABLE", "the upstream's "
-		    "token service failed");
-		log_access("%s \"relay /auth/passthrough/%s\" 502", r->peer,
-		    r->up->cfg->name);
+		r->status = 502;
+		r->info.t_head = mono_ms();
+		r->bytes = v2_send_error(r->req, 502, "UNAVAILABLE",
+		    "the upstream's token service failed");
+		pt_relay_log(r, err != UP_OK ? up_error_str(err) :
+		    "answer too large");
 		pt_relay_free(r);
 		return;
 	}
@@ -471,10 +502,10 @@ pt_relay_done(struct httpx *x, enum up_error err, const char *cause,
 		    "Basic realm=\"regcache\"");
 	snprintf(len, sizeof(len), "%zu", evbuffer_get_length(r->body));
 	evhttp_add_header(out, "Content-Length", len);
+	r->bytes = evbuffer_get_length(r->body);
+	r->info.t_head = mono_ms();
 	evhttp_send_reply(r->req, r->status, NULL, r->body);
-	log_access("%s \"relay /auth/passthrough/%s\" %d %llums", r->peer,
-	    r->up->cfg->name, r->status,
-	    (unsigned long long)(mono_ms() - r->t0));
+	pt_relay_log(r, NULL);
 	pt_relay_free(r);
 }
 
@@ -518,26 +549,34 @@ pt_relay(struct evhttp_request *req, const char *name, const char *query)
 	struct client		*c;
 	struct url		 u;
 	const char		*v;
-	char			*full, peer[64], *fbody = NULL;
+	char			*full, *path, peer[64], *fbody = NULL;
 	size_t			 flen = 0;
 
+	/* Errors are logged under the path: the query is the client's. */
+	xasprintf(&path, "%s%s", PT_RELAY_PATH, name);
 	if ((up = pt_upstream(name)) == NULL) {
-		v2_send_error(req, 404, "NAME_UNKNOWN", "no pass-through "
-		    "upstream of that name");
+		v2_quick_error(req, path, 404, "NAME_UNKNOWN", "no "
+		    "pass-through upstream of that name");
+		free(path);
 		return;
 	}
 	if (m != EVHTTP_REQ_GET && m != EVHTTP_REQ_POST) {
-		v2_send_error(req, 405, "UNSUPPORTED", "GET or POST");
+		v2_quick_error(req, path, 405, "UNSUPPORTED", "GET or POST");
+		free(path);
 		return;
 	}
 	if (up->pt_realm == NULL) {
 		/* Only a challenge of the upstream names its realm. */
-		v2_send_error(req, 503, "UNAVAILABLE", "the upstream's token "
-		    "service is not known yet: ask for the content first");
+		v2_quick_error(req, path, 503, "UNAVAILABLE", "the upstream's "
+		    "token service is not known yet: ask for the content "
+		    "first");
+		free(path);
 		return;
 	}
 	if (evbuffer_get_length(form) > PT_BODY_MAX) {
-		v2_send_error(req, 413, "SIZE_INVALID", "form too large");
+		v2_quick_error(req, path, 413, "SIZE_INVALID",
+		    "form too large");
+		free(path);
 		return;
 	}
 	xasprintf(&full, "%s%s%s", up->pt_realm, query == NULL ? "" :
@@ -545,19 +584,23 @@ pt_relay(struct evhttp_request *req, const char *name, const char *query)
 	    query == NULL ? "" : query);
 	if (url_parse(full, &u) == -1) {
 		free(full);
-		v2_send_error(req, 400, "UNSUPPORTED", "bad token request");
+		v2_quick_error(req, path, 400, "UNSUPPORTED",
+		    "bad token request");
+		free(path);
 		return;
 	}
 	free(full);
 	if (up->cfg->tls && !u.tls) {
 		/* The client's password would cross the network in clear. */
 		url_clear(&u);
-		v2_send_error(req, 502, "UNAVAILABLE", "the upstream's token "
-		    "service is plain http: not relaying credentials");
+		v2_quick_error(req, path, 502, "UNAVAILABLE", "the upstream's "
+		    "token service is plain http: not relaying credentials");
+		free(path);
 		return;
 	}
 	if ((c = server_client_get(req)) == NULL) {
 		url_clear(&u);
+		free(path);
 		evhttp_send_error(req, 500, NULL);
 		return;
 	}
@@ -568,6 +611,9 @@ pt_relay(struct evhttp_request *req, const char *name, const char *query)
 	r->up = up;
 	upstream_ref(up);
 	r->t0 = mono_ms();
+	r->method = m;
+	r->path = path;
+	v2_reqinfo_init(&r->info, req);
 	v2_peer(req, peer, sizeof(peer));
 	r->peer = xstrdup(peer);
 	if ((r->body = evbuffer_new()) == NULL)

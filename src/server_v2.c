@@ -47,7 +47,7 @@ static void	v2_up_done(struct upreq *, enum up_error, const char *,
 		    void *);
 
 static void	exchange_client_gone(struct client *, void *);
-static void	v2_error_reply(struct evhttp_request *, int, const char *,
+static size_t	v2_error_reply(struct evhttp_request *, int, const char *,
 		    const char *, const char *, const char *, const char *);
 
 static const struct upreq_cb v2_upreq_cb = {
@@ -84,26 +84,27 @@ v2_common_headers(struct evhttp_request *req)
 
 /*
  * Answer with an OCI error body: {"errors":[{"code","message"}]}.  HEAD
- * gets the headers only, as the spec wants.
+ * gets the headers only, as the spec wants.  Returns the body bytes.
  */
-void
+size_t
 v2_send_error(struct evhttp_request *req, int status, const char *code,
     const char *message)
 {
-	v2_error_reply(req, status, code, message, NULL, NULL, NULL);
+	return v2_error_reply(req, status, code, message, NULL, NULL, NULL);
 }
 
 /* The same with one more header, such as WWW-Authenticate or Allow. */
-void
+size_t
 v2_send_error_header(struct evhttp_request *req, int status,
     const char *code, const char *message, const char *hname,
     const char *hvalue)
 {
-	v2_error_reply(req, status, code, message, NULL, hname, hvalue);
+	return v2_error_reply(req, status, code, message, NULL, hname, hvalue);
 }
 
-/* The same, with the X-Cache verdict and one more header when given. */
-static void
+/* The same, with the X-Cache verdict and one more header when given.
+ * Returns the body bytes sent, for the access log. */
+static size_t
 v2_error_reply(struct evhttp_request *req, int status, const char *code,
     const char *message, const char *xcache, const char *hname,
     const char *hvalue)
@@ -112,6 +113,7 @@ v2_error_reply(struct evhttp_request *req, int status, const char *code,
 	struct evbuffer		*body;
 	json_t			*j;
 	char			*s, len[32];
+	size_t			 n = 0;
 
 	j = json_pack("{s:[{s:s,s:s,s:n}]}", "errors", "code", code,
 	    "message", message, "detail");
@@ -132,11 +134,14 @@ v2_error_reply(struct evhttp_request *req, int status, const char *code,
 	if (xcache != NULL)
 		evhttp_add_header(out, "X-Cache", xcache);
 	body = evbuffer_new();
-	if (evhttp_request_get_command(req) != EVHTTP_REQ_HEAD)
-		evbuffer_add(body, s, strlen(s));
+	if (evhttp_request_get_command(req) != EVHTTP_REQ_HEAD) {
+		n = strlen(s);
+		evbuffer_add(body, s, n);
+	}
 	evhttp_send_reply(req, status, NULL, body);
 	evbuffer_free(body);
 	free(s);
+	return n;
 }
 
 void
@@ -152,42 +157,98 @@ v2_peer(struct evhttp_request *req, char *buf, size_t len)
 	snprintf(buf, len, "%s", addr != NULL ? addr : "-");
 }
 
-/* One access line for a request answered without an exchange. */
-static void
-v2_log_quick(struct evhttp_request *req, int status)
-{
-	char	peer[64], *uri = log_escape(evhttp_request_get_uri(req));
+/* Longest Referer or User-Agent kept for the access log. */
+#define V2_AGENT_MAX		512
 
-	v2_peer(req, peer, sizeof(peer));
-	log_access("%s - \"%s %s\" %d 0 0ms -", peer,
-	    v2_method_name(evhttp_request_get_command(req)), uri, status);
-	free(uri);
+/* Keep what the access log wants of a request as it arrives. */
+void
+v2_reqinfo_init(struct reqinfo *ri, struct evhttp_request *req)
+{
+	struct evkeyvalq	*in = evhttp_request_get_input_headers(req);
+	const char		*v;
+
+	memset(ri, 0, sizeof(*ri));
+	snprintf(ri->proto, sizeof(ri->proto), "HTTP/%d.%d",
+	    (int)req->major, (int)req->minor);
+	if ((v = evhttp_find_header(in, "Referer")) != NULL)
+		ri->referer = xstrndup(v, V2_AGENT_MAX);
+	if ((v = evhttp_find_header(in, "User-Agent")) != NULL)
+		ri->agent = xstrndup(v, V2_AGENT_MAX);
 }
 
-static void
-v2_quick_error(struct evhttp_request *req, int status, const char *code,
-    const char *message)
+void
+v2_reqinfo_clear(struct reqinfo *ri)
 {
-	v2_send_error(req, status, code, message);
-	v2_log_quick(req, status);
+	free(ri->referer);
+	free(ri->agent);
+	ri->referer = NULL;
+	ri->agent = NULL;
+}
+
+/* Milliseconds from t0 to the reply head, or -1 when none went out. */
+int64_t
+v2_reqinfo_ttfb(const struct reqinfo *ri, uint64_t t0)
+{
+	return ri->t_head != 0 ? (int64_t)(ri->t_head - t0) : -1;
+}
+
+/*
+ * Answer a request that has no exchange with an OCI error, and log it
+ * under uri (NULL: the request's own).
+ */
+void
+v2_quick_error(struct evhttp_request *req, const char *uri_log, int status,
+    const char *code, const char *message)
+{
+	struct access_entry	 e;
+	struct reqinfo		 ri;
+	char			 peer[64], *uri;
+
+	/* Copies: evhttp may let go of the request once it is answered. */
+	v2_peer(req, peer, sizeof(peer));
+	v2_reqinfo_init(&ri, req);
+	uri = xstrdup(uri_log != NULL ? uri_log : evhttp_request_get_uri(req));
+	memset(&e, 0, sizeof(e));
+	e.peer = peer;
+	e.method = v2_method_name(evhttp_request_get_command(req));
+	e.uri = uri;
+	e.protocol = ri.proto;
+	e.status = status;
+	e.ttfb_ms = 0;
+	e.referer = ri.referer;
+	e.user_agent = ri.agent;
+	e.bytes = v2_error_reply(req, status, code, message, NULL, NULL,
+	    NULL);
+	log_access_entry(&e);
+	free(uri);
+	v2_reqinfo_clear(&ri);
 }
 
 /* The one place an exchange is freed, with its access-log line. */
 void
 exchange_close(struct exchange *ex, const char *why)
 {
-	char	*user;
+	struct access_entry	 e;
+	uint64_t		 now = mono_ms();
 
 	CHECK_MAGIC(ex, EXCHANGE_MAGIC);
-	user = ex->user != NULL ? log_escape(ex->user) : NULL;
-	log_access("%s %s \"%s %s\" %d %llu %llums %s %s%s%s", ex->peer,
-	    user != NULL ? user : "-", v2_method_name(ex->method), ex->uri,
-	    ex->status,
-	    (unsigned long long)ex->bytes,
-	    (unsigned long long)(mono_ms() - ex->t0),
-	    ex->rt.upstream != NULL ? ex->rt.upstream->cfg->name : "-",
-	    ex->xcache != NULL ? ex->xcache : "-",
-	    why != NULL ? " " : "", why != NULL ? why : "");
+	memset(&e, 0, sizeof(e));
+	e.peer = ex->peer;
+	e.user = ex->user;
+	e.method = v2_method_name(ex->method);
+	e.uri = ex->uri;
+	e.protocol = ex->info.proto;
+	e.status = ex->status;
+	e.bytes = ex->bytes;
+	e.duration_ms = now - ex->t0;
+	e.ttfb_ms = v2_reqinfo_ttfb(&ex->info, ex->t0);
+	e.upstream = ex->rt.upstream != NULL ? ex->rt.upstream->cfg->name :
+	    NULL;
+	e.cache = ex->xcache;
+	e.referer = ex->info.referer;
+	e.user_agent = ex->info.agent;
+	e.why = why;
+	log_access_entry(&e);
 	if (ex->ur != NULL)
 		upreq_cancel(ex->ur);
 	blob_src_free(ex);
@@ -198,7 +259,7 @@ exchange_close(struct exchange *ex, const char *why)
 		ex->client->gone_cb = NULL;
 		ex->client->gone_arg = NULL;
 	}
-	free(user);
+	v2_reqinfo_clear(&ex->info);
 	free(ex->uri);
 	free(ex->upath);
 	secret_free(&ex->up_auth);
@@ -230,6 +291,8 @@ exchange_client_gone(struct client *c, void *arg)
 void
 exchange_replied(struct exchange *ex)
 {
+	if (ex->info.t_head == 0)
+		ex->info.t_head = mono_ms();
 	ex->req = NULL;
 	if (ex->client != NULL) {
 		ex->client->gone_cb = NULL;
@@ -298,6 +361,7 @@ v2_reply_start(struct exchange *ex, int status)
 {
 	ex->status = status;
 	ex->started = 1;
+	ex->info.t_head = mono_ms();
 	if (ex->xcache != NULL)
 		evhttp_add_header(evhttp_request_get_output_headers(ex->req),
 		    "X-Cache", ex->xcache);
@@ -348,7 +412,7 @@ v2_fail(struct exchange *ex, int status, const char *code, const char *msg,
 
 	ex->status = status;
 	exchange_replied(ex);
-	v2_error_reply(req, status, code, msg, ex->xcache,
+	ex->bytes = v2_error_reply(req, status, code, msg, ex->xcache,
 	    status == 401 && ex->challenge != NULL ? "WWW-Authenticate" : NULL,
 	    ex->challenge);
 	exchange_close(ex, why);
@@ -685,7 +749,7 @@ v2_handle(struct evhttp_request *req, void *arg)
 	    ((struct exchange *)c->gone_arg)->req == req)
 		return;		/* evhttp calling again after an error */
 	if (uri == NULL || (path = evhttp_uri_get_path(uri)) == NULL) {
-		v2_quick_error(req, 400, "NAME_INVALID", "malformed URI");
+		v2_quick_error(req, NULL, 400, "NAME_INVALID", "malformed URI");
 		return;
 	}
 	query = evhttp_uri_get_query(uri);
@@ -700,7 +764,7 @@ v2_handle(struct evhttp_request *req, void *arg)
 		return;
 	}
 	if (m != EVHTTP_REQ_GET && m != EVHTTP_REQ_HEAD) {
-		v2_quick_error(req, 405, "UNSUPPORTED",
+		v2_quick_error(req, NULL, 405, "UNSUPPORTED",
 		    "this registry is a read-only pull-through cache");
 		return;
 	}
@@ -710,8 +774,9 @@ v2_handle(struct evhttp_request *req, void *arg)
 	ex->t0 = mono_ms();
 	ex->method = m;
 	ex->req = req;
-	ex->uri = log_escape(evhttp_request_get_uri(req));
+	ex->uri = xstrdup(evhttp_request_get_uri(req));
 	v2_peer(req, ex->peer, sizeof(ex->peer));
+	v2_reqinfo_init(&ex->info, req);
 
 	if ((status = v2_path_parse(path, &ex->p, &code, &msg)) != 0)
 		goto fail;

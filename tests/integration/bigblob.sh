@@ -140,7 +140,7 @@ fi
 
 # --- a client that goes away mid-blob -------------------------------------------
 # The blob is cached now: this client is served from the file.
-ACCESS_GONE="\"GET $BLOB_URI\" [0-9]+ [0-9]+ [0-9]+ms up HIT client gone"
+ACCESS_GONE="\"GET $BLOB_URI HTTP/1\\.[01]\" [0-9]+ $AL_REST up=up cache=HIT why=\"client gone\"\$"
 gone_before=$(count_lines "$rc_LOG" "$ACCESS_GONE")
 rc=0
 ABORT=$(python3 "$TOOLSDIR/slowclient.py" --addr "$rc_ADDR" --path "$BLOB_URI" \

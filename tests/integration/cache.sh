@@ -132,10 +132,10 @@ check "second pull of test/single verifies" \
 R=$(up_since up)
 show "$R"
 ok "$([ -z "$R" ]; echo $?)" "the second pull within the TTL made 0 upstream requests"
-n=$(count_lines "$rc_LOG" '"GET /v2/test/single/(manifests|blobs)/[^"]*" 200 [0-9]+ [0-9]+ms up HIT$')
+n=$(count_lines "$rc_LOG" '"GET /v2/test/single/(manifests|blobs)/[^" ]* HTTP/1\.[01]" 200 '"$AL_REST"' up=up cache=HIT$')
 ok "$([ "$n" -eq $((NBLOBS + 1)) ]; echo $?)" \
   "the access log says HIT for the manifest and each blob of the second pull ($n)"
-n=$(count_lines "$rc_LOG" '"GET /v2/test/single/(manifests|blobs)/[^"]*" 200 [0-9]+ [0-9]+ms up MISS$')
+n=$(count_lines "$rc_LOG" '"GET /v2/test/single/(manifests|blobs)/[^" ]* HTTP/1\.[01]" 200 '"$AL_REST"' up=up cache=MISS$')
 ok "$([ "$n" -eq $((NBLOBS + 1)) ]; echo $?)" "and MISS for each of the cold pull ($n)"
 
 # --- 2. HEAD, Range, If-None-Match, X-Cache on cached content -----------------------
@@ -237,7 +237,7 @@ check "the missing tag again: 404 MANIFEST_UNKNOWN" missing ""
 R=$(up_since up)
 show "$R"
 ok "$([ -z "$R" ]; echo $?)" "the second request within negative_ttl made 0 upstream requests"
-n=$(count_lines "$rc_LOG" '"GET /v2/test/single/manifests/nosuchtag" 404 [0-9]+ [0-9]+ms up HIT$')
+n=$(count_lines "$rc_LOG" '"GET /v2/test/single/manifests/nosuchtag HTTP/1\.[01]" 404 '"$AL_REST"' up=up cache=HIT$')
 ok "$([ "$n" -eq 1 ]; echo $?)" "the access log says HIT for the remembered 404 ($n)"
 ok "$([ "$(hdr "$H" X-Cache)" = HIT ]; echo $?)" "the remembered 404 carries X-Cache: HIT"
 
@@ -338,9 +338,9 @@ diag "upstream: $(count "$R" '^GET /v2/test/conc/manifests/') manifest GETs, $(c
 check "exactly one upstream GET per blob ($(wc -w <<<"$CBLOBS") blobs) for the $NCONC pulls" once_each
 n=$(count "$R" '^GET /v2/test/conc/manifests/')
 ok "$([ "$n" -eq 1 ]; echo $?)" "and one upstream GET of the manifest ($n)"
-n=$(count_lines "$rc_LOG" '"GET /v2/test/conc/blobs/[^"]*" 200 [0-9]+ [0-9]+ms up COALESCED$')
-diag "access log for test/conc blobs: $(count_lines "$rc_LOG" '/v2/test/conc/blobs/.* up MISS$') MISS, $n COALESCED, $(count_lines "$rc_LOG" '/v2/test/conc/blobs/.* up HIT$') HIT"
-ok "$([ "$(count_lines "$rc_LOG" '"GET /v2/test/conc/blobs/[^"]*" 200 [0-9]+ [0-9]+ms up (MISS|COALESCED|HIT)$')" -eq $((NCONC * $(wc -w <<<"$CBLOBS"))) ]; echo $?)" \
+n=$(count_lines "$rc_LOG" '"GET /v2/test/conc/blobs/[^" ]* HTTP/1\.[01]" 200 '"$AL_REST"' up=up cache=COALESCED$')
+diag "access log for test/conc blobs: $(count_lines "$rc_LOG" '/v2/test/conc/blobs/.* up=up cache=MISS$') MISS, $n COALESCED, $(count_lines "$rc_LOG" '/v2/test/conc/blobs/.* up=up cache=HIT$') HIT"
+ok "$([ "$(count_lines "$rc_LOG" '"GET /v2/test/conc/blobs/[^" ]* HTTP/1\.[01]" 200 '"$AL_REST"' up=up cache=(MISS|COALESCED|HIT)$')" -eq $((NCONC * $(wc -w <<<"$CBLOBS"))) ]; echo $?)" \
   "every blob answer of the $NCONC pulls was a 200 from the fill or the cache"
 
 # --- 6. after the TTL: one HEAD per tag; a moved tag --------------------------------------
@@ -367,7 +367,7 @@ reval_counts() {
     [ "$(count "$R" '^GET ')" -eq 0 ]
 }
 check "after the TTL: exactly one HEAD per tag, no manifest or blob GET" reval_counts
-n=$(count_lines "$rc_LOG" '"GET /v2/short/test/(app/manifests/v1|idx/manifests/latest)" 200 [0-9]+ [0-9]+ms short REVALIDATED$')
+n=$(count_lines "$rc_LOG" '"GET /v2/short/test/(app/manifests/v1|idx/manifests/latest) HTTP/1\.[01]" 200 '"$AL_REST"' up=short cache=REVALIDATED$')
 ok "$([ "$n" -eq 2 ]; echo $?)" "the access log says REVALIDATED for both tags ($n)"
 
 # The tag moves upstream.
@@ -399,9 +399,9 @@ check "upstream stopped: short/test/app@digest pulls and verifies" \
   pull_verify "short/test/app@${DIGEST[appB]}" "$TESTDIR/o-app5" "${DIGEST[appB]}"
 check "upstream stopped: short/test/idx:latest --all still pulls and verifies" \
   pull_verify short/test/idx:latest "$TESTDIR/o-idx3" "${DIGEST[idx]}" --all
-n=$(count_lines "$rc_LOG" '"GET /v2/short/test/app/manifests/v1" 200 [0-9]+ [0-9]+ms short STALE$')
+n=$(count_lines "$rc_LOG" '"GET /v2/short/test/app/manifests/v1 HTTP/1\.[01]" 200 '"$AL_REST"' up=short cache=STALE$')
 ok "$([ "$n" -ge 1 ]; echo $?)" "the access log says STALE for the tag ($n)"
-n=$(count_lines "$rc_LOG" "\"GET /v2/short/test/app/manifests/${DIGEST[appB]}\" 200 [0-9]+ [0-9]+ms short HIT\$")
+n=$(count_lines "$rc_LOG" "\"GET /v2/short/test/app/manifests/${DIGEST[appB]} HTTP/1\\.[01]\" 200 $AL_REST up=short cache=HIT\$")
 ok "$([ "$n" -ge 1 ]; echo $?)" "and HIT for the digest ($n)"
 
 # stale_curl PATH ACCEPT: a manifest by tag answered from the cache with a
@@ -460,7 +460,7 @@ ok "$([ "$n429" -ge 1 ] && [ "$n503" -ge 1 ]; echo $?)" \
 nd=$(count_lines "$fake_429_LOG" "request 429 [A-Z]+ /v2/test/single/(manifests/sha256|blobs)")
 nd=$((nd + $(count_lines "$fake_503_LOG" "request 503 [A-Z]+ /v2/test/app/(manifests/sha256|blobs)")))
 ok "$([ "$nd" -eq 0 ]; echo $?)" "content by digest never went upstream ($nd requests)"
-n=$(count_lines "$rc2_LOG" '"GET /v2/(test/single/manifests/latest|short/test/app/manifests/v1)" 200 [0-9]+ [0-9]+ms (up|short) STALE$')
+n=$(count_lines "$rc2_LOG" '"GET /v2/(test/single/manifests/latest|short/test/app/manifests/v1) HTTP/1\.[01]" 200 '"$AL_REST"' up=(up|short) cache=STALE$')
 ok "$([ "$n" -ge 2 ]; echo $?)" "the access log says STALE for both tags ($n)"
 check "upstream answers 503: GET by tag answers 200, X-Cache: STALE, Warning: 110" \
   stale_curl /v2/short/test/app/manifests/v1 "$ALL6"

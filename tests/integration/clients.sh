@@ -137,7 +137,7 @@ example() {
 # mark: remember where regcache's log ends; since_mark: its access lines since.
 _mark=0
 mark() { _mark=$(wc -l <"$rc_LOG"); }
-since_mark() { tail -n +$((_mark + 1)) "$rc_LOG" | grep ' access: ' || true; }
+since_mark() { tail -n +$((_mark + 1)) "$rc_LOG" | grep -E "$AL_LINE" || true; }
 # trap_mark / nothing_escaped: the trap proxy saw no request since trap_mark.
 _trap_mark=0
 trap_mark() { _trap_mark=$(wc -l <"$trap_LOG"); }
@@ -157,13 +157,13 @@ served() {
   lines=$(since_mark)
   printf '%s\n' "$lines"
   while [ "$1" != -- ]; do
-    grep -qE "\"(GET|HEAD) /v2/$REPO/manifests/($1)${q//\?/\\?}\" 200 " <<<"$lines" ||
+    grep -qE "\"(GET|HEAD) /v2/$REPO/manifests/($1)${q//\?/\\?} HTTP/1\\.[01]\" 200 " <<<"$lines" ||
       { echo "no request for manifest $1${q:+ with $q} answered 200"; errs=1; }
     shift
   done
   shift
   for r; do
-    grep -qF "\"GET /v2/$REPO/blobs/$r$q\" 200 " <<<"$lines" ||
+    grep -qE "\"GET /v2/$REPO/blobs/$r${q//\?/\\?} HTTP/1\\.[01]\" 200 " <<<"$lines" ||
       { echo "no GET of blob $r${q:+ with $q} answered 200"; errs=1; }
   done
   [ "$errs" -eq 0 ]
@@ -354,7 +354,7 @@ ctr_digest() {
 ctr_all_ns() {
   local bad errs=0
   "$1" "?ns=docker.io" || errs=1
-  bad=$(since_mark | grep '"[A-Z]* /v2/[^"]' | grep -v '?ns=docker.io"' || true)
+  bad=$(since_mark | grep '"[A-Z]* /v2/[^"]' | grep -vE '\?ns=docker\.io HTTP/1\.[01]"' || true)
   [ -z "$bad" ] || { echo "requests without ns=docker.io:"; printf '%s\n' "$bad"; errs=1; }
   [ "$errs" -eq 0 ]
 }

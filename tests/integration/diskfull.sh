@@ -105,7 +105,7 @@ check "with the tmpfs full, a new image (manifest and blobs not storable) pulls 
   pull_verify full 1
 check "with the tmpfs full, test/full pulls and verifies a second time" pull_verify full 2
 check "with the tmpfs full, test/fits still pulls from the cache and verifies" pull_verify fits 2
-n=$(count_lines "$rc_LOG" '"GET /v2/test/fits/blobs/[^"]*" 200 [0-9]+ [0-9]+ms up HIT$')
+n=$(count_lines "$rc_LOG" '"GET /v2/test/fits/blobs/[^" ]* HTTP/1\.[01]" 200 '"$AL_REST"' up=up cache=HIT$')
 ok "$([ "$n" -ge 3 ]; echo $?)" "… its blobs served as HIT ($n)"
 answers() { [ "$(tcurl -o /dev/null -w '%{http_code}' "$rc_URL/v2/")" = 200 ] && pid_alive "$rc_PID"; }
 check "regcache is running and answers /v2/" answers

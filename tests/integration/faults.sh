@@ -124,7 +124,7 @@ for f in $FAULTS; do
   # Without a length regcache waits for the verified blob before it
   # answers, so that fault gets a clean 502 instead of a cut-off 200.
   st=200; [ "$f" != noclen ] || st=502
-  n=$(count_lines "$rc_LOG" "\"GET /v2/$f/test/$f/blobs/$d\" $st [0-9]+ [0-9]+ms $f MISS ")
+  n=$(count_lines "$rc_LOG" "\"GET /v2/$f/test/$f/blobs/$d HTTP/1\\.[01]\" $st $AL_REST up=$f cache=MISS why=")
   ok "$([ "$n" -eq 1 ]; echo $?)" "$f: the access line says $st and why the answer ended ($n)"
   check "$f: once the upstream behaves, skopeo pulls the image, it verifies and is cached" \
     recovers "$f"
@@ -185,8 +185,8 @@ for i in 1 2 3; do
   if [ "$rc" -eq 0 ] || [ "$b" -ge "$size" ]; then bad=1; fi
 done
 ok "$bad" "all three readers are cut off short: none completes, none gets the last byte"
-n=$(count_lines "$rc_LOG" "\"GET /v2/gated/test/gated/blobs/$d\" 200 [0-9]+ [0-9]+ms gated (MISS|COALESCED) ")
-m=$(count_lines "$rc_LOG" "\"GET /v2/gated/test/gated/blobs/$d\" 200 [0-9]+ [0-9]+ms gated COALESCED ")
+n=$(count_lines "$rc_LOG" "\"GET /v2/gated/test/gated/blobs/$d HTTP/1\\.[01]\" 200 $AL_REST up=gated cache=(MISS|COALESCED) why=")
+m=$(count_lines "$rc_LOG" "\"GET /v2/gated/test/gated/blobs/$d HTTP/1\\.[01]\" 200 $AL_REST up=gated cache=COALESCED why=")
 ok "$([ "$n" -eq 3 ] && [ "$m" -eq 2 ]; echo $?)" "the access log has 1 MISS and 2 COALESCED lines, each cut short ($n, $m)"
 check "gated: no file for the digest under blobs/ or tmp/, the index does not know it" not_cached gated
 check "gated: the next pull verifies" recovers gated

@@ -266,10 +266,10 @@ check "a password that just checked out is not checked again" cached
 
 # --- the logs --------------------------------------------------------------------
 access_user() {
-  grep -qE ' access: 127\.0\.0\.1 alice "GET /v2/team/app/blobs/sha256:[0-9a-f]{64}" 200 ' "$rc_LOG" &&
-    grep -qE ' access: 127\.0\.0\.1 bob "GET /v2/team/app/manifests/latest" 403 ' "$rc_LOG" &&
-    grep -qE ' access: 127\.0\.0\.1 - "GET /v2/team/app/manifests/latest" 401 ' "$rc_LOG" &&
-    grep -qE ' access: 127\.0\.0\.1 alice "POST /auth/token" 200 ' "$rc_LOG"
+  grep -qE '^127\.0\.0\.1 - alice \[[^]]+\] "GET /v2/team/app/blobs/sha256:[0-9a-f]{64} HTTP/1\.[01]" 200 ' "$rc_LOG" &&
+    grep -qE '^127\.0\.0\.1 - bob \[[^]]+\] "GET /v2/team/app/manifests/latest HTTP/1\.[01]" 403 ' "$rc_LOG" &&
+    grep -qE '^127\.0\.0\.1 - - \[[^]]+\] "GET /v2/team/app/manifests/latest HTTP/1\.[01]" 401 ' "$rc_LOG" &&
+    grep -qE '^127\.0\.0\.1 - alice \[[^]]+\] "POST /auth/token HTTP/1\.[01]" 200 ' "$rc_LOG"
 }
 check "the access log names the user (- for none)" access_user
 no_secret_logged() {
@@ -359,11 +359,11 @@ EOF
   [ "$rc" = 0 ] || diag "ctr exit status $rc:" "$(tail -n 20 "$d/pull.log")"
   ctr_via_regcache() {
     local lines
-    lines=$(tail -n +$((before + 1)) "$rc_LOG" | grep ' access: ')
+    lines=$(tail -n +$((before + 1)) "$rc_LOG" | grep -E "$AL_LINE")
     printf '%s\n' "$lines"
-    grep -qE ' alice "POST /auth/token" 200 ' <<<"$lines" &&
-      grep -qE " alice \"(GET|HEAD) /v2/team/app/manifests/latest\?ns=docker\.io\" 200 " <<<"$lines" &&
-      grep -qE " alice \"GET /v2/team/app/blobs/sha256:[0-9a-f]{64}\?ns=docker\.io\" 200 " <<<"$lines"
+    grep -qE ' alice \[[^]]+\] "POST /auth/token HTTP/1\.[01]" 200 ' <<<"$lines" &&
+      grep -qE " alice \\[[^]]+\\] \"(GET|HEAD) /v2/team/app/manifests/latest\\?ns=docker\\.io HTTP/1\\.[01]\" 200 " <<<"$lines" &&
+      grep -qE " alice \\[[^]]+\\] \"GET /v2/team/app/blobs/sha256:[0-9a-f]{64}\\?ns=docker\\.io HTTP/1\\.[01]\" 200 " <<<"$lines"
   }
   check "${CTR_TESTS[1]}" ctr_via_regcache
   "${CTR[@]}" images rm "docker.io/team/app:latest" >/dev/null 2>&1 || true
@@ -409,7 +409,7 @@ anonymous() {
     [ "sha256:$(sha256sum <"$BODY" | cut -d' ' -f1)" = "$APP" ] &&
     [ "$(status "$rc3_URL/v2/other/lib/manifests/latest" -H "Authorization: Bearer $t")" = 403 ] &&
     code_is DENIED &&
-    grep -qE ' access: 127\.0\.0\.1 - "GET /v2/team/app/manifests/latest" 200 ' "$rc3_LOG"
+    grep -qE '^127\.0\.0\.1 - - \[[^]]+\] "GET /v2/team/app/manifests/latest HTTP/1\.[01]" 200 ' "$rc3_LOG"
 }
 check "with an anonymous rule: a token without credentials pulls team/app, not other/lib" anonymous
 check "regcache exits 0 on SIGTERM after the restart" regcache_stop rc2

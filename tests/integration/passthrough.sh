@@ -51,7 +51,7 @@ n0=$(count_lines "$TOKLOG" 'user=testuser')
 check "with upstream credentials: skopeo pulls private/app, every file matches its digest" pull_priv
 n=$(( $(count_lines "$TOKLOG" 'user=testuser') - n0 ))
 ok "$([ "$n" -ge 1 ]; echo $?)" "the upstream's token service saw that user's token requests, relayed ($n)"
-n=$(count_lines "$rc_LOG" 'relay /auth/passthrough/tok" 200')
+n=$(count_lines "$rc_LOG" '"(GET|POST) /auth/passthrough/tok HTTP/1\.[01]" 200 .* up=tok ')
 ok "$([ "$n" -ge 1 ]; echo $?)" "regcache relayed them ($n in its access log)"
 
 # 3. Everything of private/app is in the cache now; a client without

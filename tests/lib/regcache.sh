@@ -28,6 +28,14 @@ regcache_alive() {
 # count_lines FILE PATTERN: how many lines of FILE match the ERE PATTERN.
 count_lines() { grep -cE -- "$2" "$1" 2>/dev/null || true; }
 
+# Access-log lines (combined format, on stderr unless log.access.file):
+#   PEER - USER [TIME] "METHOD URI PROTOCOL" STATUS BYTES "REFERER" "AGENT"
+#   rt=SECONDS ttfb=SECONDS|- up=UPSTREAM|- cache=VERDICT|- [why="..."]
+# AL_LINE: an ERE that picks them out among the other log lines.
+# AL_REST: an ERE for what comes between the status and " up=".
+AL_LINE='^[^ ]+ - [^ ]+ \[[^]]+\] "'
+AL_REST='[0-9]+ "[^"]*" "[^"]*" rt=[0-9]+\.[0-9]{3} ttfb=([0-9]+\.[0-9]{3}|-)'
+
 # regcache_stop NAME: SIGTERM, wait (bounded) and succeed only if the daemon
 # exited 0 with no sanitizer report in its log (a leak found at exit makes
 # LeakSanitizer fail the exit status too).

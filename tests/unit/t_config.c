@@ -115,6 +115,8 @@ test_defaults(void)
 	    cf->max_header_bytes == DEFAULT_MAX_HEADER_BYTES &&
 	    cf->max_redirects == DEFAULT_MAX_REDIRECTS &&
 	    cf->log_level == LOG_LEVEL_INFO, "default: limits and log level");
+	ok(cf->access_format == ACCESS_FORMAT_COMBINED &&
+	    cf->access_file == NULL, "default: combined access log on stderr");
 	ok(u->tag_ttl_ms == DEFAULT_TAG_TTL_MS &&
 	    u->negative_ttl_ms == DEFAULT_NEGATIVE_TTL_MS,
 	    "default: tag and negative TTLs");
@@ -1068,6 +1070,55 @@ test_auth(void)
 	free(apr1);
 }
 
+/* "log": {"access": {"format", "file"}}. */
+static void
+test_log_access(void)
+{
+	struct config	*cf;
+	const char	*m;
+	char		 msg[1024];
+
+	cf = load_text("{\"log\": {\"level\": \"warn\", \"access\": "
+	    "{\"format\": \"json\", \"file\": \"/var/log/regcache/access.log\"}}}",
+	    msg, sizeof(msg));
+	ok(cf != NULL && cf->access_format == ACCESS_FORMAT_JSON &&
+	    cf->access_file != NULL &&
+	    strcmp(cf->access_file, "/var/log/regcache/access.log") == 0 &&
+	    cf->log_level == LOG_LEVEL_WARN, "log.access: json to a file%s",
+	    msg);
+	config_free(cf);
+	cf = load_text("{\"log\": {\"access\": {\"format\": \"combined\", "
+	    "\"file\": null}}}", msg, sizeof(msg));
+	ok(cf != NULL && cf->access_format == ACCESS_FORMAT_COMBINED &&
+	    cf->access_file == NULL, "log.access: file null is stderr%s", msg);
+	config_free(cf);
+	cf = load_text("{\"log\": {\"access\": null}}", msg, sizeof(msg));
+	ok(cf != NULL && cf->access_format == ACCESS_FORMAT_COMBINED &&
+	    cf->access_file == NULL, "log.access: null keeps the defaults%s",
+	    msg);
+	config_free(cf);
+	cf = load_text("{\"log\": {\"access\": {}}}", msg, sizeof(msg));
+	ok(cf != NULL && cf->access_file == NULL,
+	    "log.access: an empty object keeps the defaults%s", msg);
+	config_free(cf);
+
+	m = load_error("{\"log\": {\"access\": {\"format\": \"xml\"}}}");
+	is_str(m, ":1:21: log.access.format: format \"xml\" must be combined "
+	    "or json", "log.access: unknown format");
+	m = load_error("{\"log\": {\"access\": {\"path\": \"/x\"}}}");
+	is_str(m, ":1:21: log.access.path: unknown key",
+	    "log.access: unknown key");
+	m = load_error("{\"log\": {\"access\": {\"file\": \"\"}}}");
+	is_str(m, ":1:21: log.access.file: must not be empty",
+	    "log.access: empty file name");
+	m = load_error("{\"log\": {\"access\": {\"file\": 1}}}");
+	is_str(m, ":1:21: log.access.file: expected a string, got an integer",
+	    "log.access: file must be a string");
+	m = load_error("{\"log\": {\"access\": \"json\"}}");
+	is_str(m, ":1:10: log.access: expected an object, got a string",
+	    "log.access: must be an object");
+}
+
 int
 main(void)
 {
@@ -1087,5 +1138,6 @@ main(void)
 	test_sample();
 	test_credentials();
 	test_auth();
+	test_log_access();
 	return tap_done();
 }
