@@ -32,6 +32,7 @@ usage_main(FILE *f)
 "\n"
 "commands:\n"
 "  serve [-c FILE] [-l ADDR:PORT] [-d DIR] [-u URL] [-v]\n"
+"        [--admin ADDR:PORT|none]\n"
 "                           run the pull-through cache\n"
 "  check-config -c FILE     validate a configuration file\n"
 "  verify [-c FILE] [-d DIR] [-n]\n"
@@ -40,6 +41,7 @@ usage_main(FILE *f)
 "                           evict to the budget, remove leftovers\n"
 "  ls [-c FILE] [-d DIR] [--json]\n"
 "                           list cached repositories, tags and blobs\n"
+"  stats [--json] [URL]     summary of a running instance (admin URL)\n"
 "  version                  print the version\n"
 "\n"
 "Run 'regcache <command> -h' for the options of a command.\n");
@@ -50,6 +52,7 @@ usage_serve(FILE *f)
 {
 	fprintf(f,
 "usage: regcache serve [-c FILE] [-l ADDR:PORT] [-d DIR] [-u URL] [-v]\n"
+"                      [--admin ADDR:PORT|none]\n"
 "\n"
 "  -c FILE        configuration file (JSON); env REGCACHE_CONFIG.\n"
 "                 Without one: a Docker Hub mirror on " DEFAULT_LISTEN ",\n"
@@ -60,6 +63,10 @@ usage_serve(FILE *f)
 "  -u URL         a single upstream registry, replacing the configured\n"
 "                 ones; env REGCACHE_UPSTREAM\n"
 "  -v             debug logging (env REGCACHE_LOG_LEVEL=error|warn|info|debug)\n"
+"  --admin ADDR:PORT\n"
+"                 the admin listener (/stats, /metrics, /healthz, /readyz);\n"
+"                 none: no admin listener; env REGCACHE_ADMIN.\n"
+"                 Default " DEFAULT_ADMIN_LISTEN ".\n"
 "  -h             this help\n");
 }
 
@@ -165,14 +172,23 @@ cmd_serve(int argc, char **argv)
 	enum log_level		 level;
 	char			 err[512];
 	int			 ch, verbose = 0;
+	static const struct option longopts[] = {
+		{ "admin", required_argument, NULL, 'A' },
+		{ NULL, 0, NULL, 0 }
+	};
 
 	memset(&ov, 0, sizeof(ov));
 	ov.listen = getenv("REGCACHE_LISTEN");
 	ov.data_dir = getenv("REGCACHE_DATA_DIR");
 	ov.upstream_url = getenv("REGCACHE_UPSTREAM");
 	ov.log_level = getenv("REGCACHE_LOG_LEVEL");
-	while ((ch = getopt(argc, argv, "c:d:hl:u:v")) != -1) {
+	ov.admin = getenv("REGCACHE_ADMIN");
+	while ((ch = getopt_long(argc, argv, "c:d:hl:u:v", longopts,
+	    NULL)) != -1) {
 		switch (ch) {
+		case 'A':
+			ov.admin = optarg;
+			break;
 		case 'c':
 			file = optarg;
 			break;
@@ -227,7 +243,9 @@ cmd_serve(int argc, char **argv)
 	}
 	if (upstream_init(conf) == -1 || server_auth_init(conf) == -1)
 		return 1;
-	if (server_start(conf) == -1 || cache_evict_start() == -1)
+	stats_init(conf);
+	if (server_start(conf) == -1 || admin_start(conf) == -1 ||
+	    cache_evict_start() == -1)
 		return 1;
 
 	ev_term = evsignal_new(ev_base, SIGTERM, sig_cb, NULL);
@@ -244,6 +262,7 @@ cmd_serve(int argc, char **argv)
 
 	event_base_dispatch(ev_base);
 
+	admin_stop();
 	server_stop();
 	server_auth_shutdown();
 	pt_shutdown();
@@ -256,6 +275,7 @@ cmd_serve(int argc, char **argv)
 	evdns_base_free(dns_base, 0);
 	event_base_free(ev_base);
 	config_free(conf);
+	stats_shutdown();
 	log_info("exiting");
 	return 0;
 }
@@ -396,6 +416,8 @@ main(int argc, char **argv)
 		return cmd_check_config(argc, argv);
 	if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0)
 		return cmd_version(argc, argv);
+	if (strcmp(cmd, "stats") == 0)
+		return stats_cli_main(argc, argv);
 	for (tc = tool_cmds; tc->name != NULL; tc++)
 		if (strcmp(cmd, tc->name) == 0)
 			return cmd_tool(tc, argc, argv);

@@ -108,6 +108,7 @@ server_client_get(struct evhttp_request *req)
 	LIST_INSERT_HEAD(&client_hash[b], c, entry);
 	evhttp_connection_set_closecb(evcon, server_client_closecb, c);
 	nclients++;
+	stats.connections_total++;
 	server_accept_adjust();
 	return c;
 }
@@ -278,4 +279,18 @@ int
 server_client_count(void)
 {
 	return nclients;
+}
+
+/* Every listener is bound and taking connections (for /readyz). */
+int
+server_listening(void)
+{
+	size_t	i;
+
+	if (stopping || nlisteners == 0)
+		return 0;
+	for (i = 0; i < nlisteners; i++)
+		if (listeners[i].sock == NULL)
+			return 0;
+	return 1;
 }

@@ -64,6 +64,7 @@ struct tokreq {
 	int			 status;
 	uint64_t		 bytes;
 	uint64_t		 t0;
+	uint64_t		 t0_us;		/* for the stats */
 };
 
 static TAILQ_HEAD(, tokreq)	 tokreqs = TAILQ_HEAD_INITIALIZER(tokreqs);
@@ -265,6 +266,7 @@ tokreq_close(struct tokreq *t, const char *why)
 	char	*user;
 
 	CHECK_MAGIC(t, TOKREQ_MAGIC);
+	stats_request(STATS_ROUTE_TOKEN, t->status, t->t0_us, 0);
 	user = t->user != NULL ? log_escape(t->user) : NULL;
 	log_access("%s %s \"%s %s\" %d %llu %llums - -%s%s", t->peer,
 	    user != NULL ? user : "-", v2_method_name(t->method),
@@ -638,6 +640,7 @@ server_auth_token(struct evhttp_request *req, struct client *c)
 	t->req = req;
 	t->method = evhttp_request_get_command(req);
 	t->t0 = mono_ms();
+	t->t0_us = stats_now_us();
 	v2_peer(req, t->peer, sizeof(t->peer));
 	TAILQ_INIT(&params);
 

@@ -61,6 +61,7 @@ struct pt_relay {
 	char			*ctype;
 	char			*peer;
 	uint64_t		 t0;
+	uint64_t		 t0_us;		/* for the stats */
 };
 
 static void
@@ -352,6 +353,7 @@ pt_head_done(struct upreq *ur, enum up_error err, const char *cause,
 static void
 pt_relay_free(struct pt_relay *r)
 {
+	stats_request(STATS_ROUTE_RELAY, r->status, r->t0_us, 0);
 	if (r->x != NULL)
 		httpx_cancel(r->x);
 	if (r->client != NULL && r->client->gone_arg == r) {
@@ -418,10 +420,12 @@ pt_relay_done(struct httpx *x, enum up_error err, const char *cause,
 	CHECK_MAGIC(r, PT_RELAY_MAGIC);
 	r->x = NULL;
 	if (r->req == NULL) {
+		r->status = 0;		/* nobody got it */
 		pt_relay_free(r);
 		return;
 	}
 	if (err != UP_OK || r->too_big) {
+		r->status = 502;
 		log_warnx("upstream %s: token relay: %s", r->up->cfg->name,
 		    err != UP_OK ? cause : "answer too large");
 		v2_send_error(r->req, 502, "UNAVAILABLE", "the upstream's "
@@ -461,6 +465,15 @@ static const struct httpx_cb pt_relay_cb = {
 	pt_relay_headers, pt_relay_body, pt_relay_done
 };
 
+/* A relay request refused before it went anywhere. */
+static void
+pt_relay_refuse(struct evhttp_request *req, int status, const char *code,
+    const char *msg)
+{
+	v2_send_error(req, status, code, msg);
+	stats_request(STATS_ROUTE_RELAY, status, 0, 0);
+}
+
 /* Finds the pass-through upstream named in /auth/passthrough/NAME. */
 static struct upstream *
 pt_upstream(const char *name)
@@ -492,22 +505,22 @@ pt_relay(struct evhttp_request *req, const char *name, const char *query)
 	char			*full, peer[64];
 
 	if ((up = pt_upstream(name)) == NULL) {
-		v2_send_error(req, 404, "NAME_UNKNOWN", "no pass-through "
+		pt_relay_refuse(req, 404, "NAME_UNKNOWN", "no pass-through "
 		    "upstream of that name");
 		return;
 	}
 	if (m != EVHTTP_REQ_GET && m != EVHTTP_REQ_POST) {
-		v2_send_error(req, 405, "UNSUPPORTED", "GET or POST");
+		pt_relay_refuse(req, 405, "UNSUPPORTED", "GET or POST");
 		return;
 	}
 	if (up->pt_realm == NULL) {
 		/* Only a challenge of the upstream names its realm. */
-		v2_send_error(req, 503, "UNAVAILABLE", "the upstream's token "
+		pt_relay_refuse(req, 503, "UNAVAILABLE", "the upstream's token "
 		    "service is not known yet: ask for the content first");
 		return;
 	}
 	if (evbuffer_get_length(form) > PT_BODY_MAX) {
-		v2_send_error(req, 413, "SIZE_INVALID", "form too large");
+		pt_relay_refuse(req, 413, "SIZE_INVALID", "form too large");
 		return;
 	}
 	xasprintf(&full, "%s%s%s", up->pt_realm, query == NULL ? "" :
@@ -515,14 +528,14 @@ pt_relay(struct evhttp_request *req, const char *name, const char *query)
 	    query == NULL ? "" : query);
 	if (url_parse(full, &u) == -1) {
 		free(full);
-		v2_send_error(req, 400, "UNSUPPORTED", "bad token request");
+		pt_relay_refuse(req, 400, "UNSUPPORTED", "bad token request");
 		return;
 	}
 	free(full);
 	if (up->cfg->tls && !u.tls) {
 		/* The client's password would cross the network in clear. */
 		url_clear(&u);
-		v2_send_error(req, 502, "UNAVAILABLE", "the upstream's token "
+		pt_relay_refuse(req, 502, "UNAVAILABLE", "the upstream's token "
 		    "service is plain http: not relaying credentials");
 		return;
 	}
@@ -537,6 +550,7 @@ pt_relay(struct evhttp_request *req, const char *name, const char *query)
 	r->client = c;
 	r->up = up;
 	r->t0 = mono_ms();
+	r->t0_us = stats_now_us();
 	v2_peer(req, peer, sizeof(peer));
 	r->peer = xstrdup(peer);
 	if ((r->body = evbuffer_new()) == NULL)

@@ -165,8 +165,12 @@ static void
 v2_quick_error(struct evhttp_request *req, int status, const char *code,
     const char *message)
 {
+	const struct evhttp_uri	*u = evhttp_request_get_evhttp_uri(req);
+
 	v2_send_error(req, status, code, message);
 	v2_log_quick(req, status);
+	stats_request(stats_route_of_path(u != NULL ? evhttp_uri_get_path(u) :
+	    NULL), status, 0, 0);
 }
 
 /* The one place an exchange is freed, with its access-log line. */
@@ -176,6 +180,8 @@ exchange_close(struct exchange *ex, const char *why)
 	char	*user;
 
 	CHECK_MAGIC(ex, EXCHANGE_MAGIC);
+	stats_request(stats_route_of_kind(ex->p.kind), ex->status, ex->t0_us,
+	    ex->first_us);
 	user = ex->user != NULL ? log_escape(ex->user) : NULL;
 	log_access("%s %s \"%s %s\" %d %llu %llums %s %s%s%s", ex->peer,
 	    user != NULL ? user : "-", v2_method_name(ex->method), ex->uri,
@@ -293,6 +299,7 @@ v2_reply_start(struct exchange *ex, int status)
 {
 	ex->status = status;
 	ex->started = 1;
+	ex->first_us = stats_now_us();
 	if (ex->xcache != NULL)
 		evhttp_add_header(evhttp_request_get_output_headers(ex->req),
 		    "X-Cache", ex->xcache);
@@ -433,6 +440,9 @@ v2_up_body(struct upreq *ur, struct evbuffer *data, void *arg)
 		return;
 	if (!ex->started)
 		v2_reply_start(ex, ex->status);
+	/* Content only: an upstream's error body saves nobody anything. */
+	if (ex->status >= 200 && ex->status < 300)
+		stats.bytes_from_upstream += evbuffer_get_length(data);
 	v2_send_chunk(ex, data);
 	if (!ex->paused && evbuffer_get_length(v2_output(ex)) >
 	    STREAM_HIGH_WATER) {
@@ -689,6 +699,7 @@ v2_handle(struct evhttp_request *req, void *arg)
 	ex->magic = EXCHANGE_MAGIC;
 	ex->id = exchange_next_id++;
 	ex->t0 = mono_ms();
+	ex->t0_us = stats_now_us();
 	ex->method = m;
 	ex->req = req;
 	ex->uri = log_escape(evhttp_request_get_uri(req));

@@ -304,6 +304,7 @@ upreq_resume(struct upreq *ur)
 static void
 upreq_finish(struct upreq *ur, enum up_error err, const char *cause)
 {
+	stats_upstream_error(ur->up->cfg->name, err);
 	ur->busy++;
 	ur->cb->on_done(ur, err, cause, ur->arg);
 	ur->busy--;
@@ -679,6 +680,7 @@ upreq_on_headers(struct httpx *x, int status, struct evkeyvalq *h, void *arg)
 	int		 rc;
 
 	CHECK_MAGIC(ur, UPREQ_MAGIC);
+	stats_upstream_response(ur->up->cfg->name, status, h);
 	if ((status == 401 && (upreq_reauth(ur) ||
 	    upreq_handle_401(ur, h))) || (status == 403 && upreq_reauth(ur))) {
 		/* Drop this answer; the retry starts when the token or the
