@@ -12,9 +12,10 @@ mode=${1:-build}
 build="autoconf automake libtool pkg-config make gcc libc6-dev
        libevent-dev libssl-dev liblmdb-dev libjansson-dev ca-certificates"
 # Real parts of the test suite: distribution 2.8 as the upstream, skopeo,
-# containerd's ctr, podman and dockerd as clients; tools the scripts use.
+# containerd's ctr, podman and dockerd as clients; tools the scripts use
+# (prometheus for promtool, which checks /metrics).
 test="docker-registry skopeo containerd podman docker.io apache2-utils
-      openssl python3 curl jq procps util-linux iproute2"
+      openssl python3 curl jq procps util-linux iproute2 prometheus"
 
 # The benchmark: nginx as the static-file reference, wrk for the manifest
 # load, hyperfine (optional), the registry and skopeo.
