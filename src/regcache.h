@@ -619,7 +619,7 @@ enum stats_route stats_route_of_path(const char *);
 void	 stats_request(enum stats_route, int, uint64_t, uint64_t);
 void	 stats_hist_add(struct stats_hist *, uint64_t);
 void	 stats_upstream_response(const char *, int, const struct evkeyvalq *);
-void	 stats_upstream_error(const char *, enum up_error);
+void	 stats_upstream_error(const char *, enum up_error, int);
 void	 stats_cred_refresh(const char *, int);
 int64_t	 stats_ratelimit_parse(const char *);
 char	*stats_label_escape(const char *);

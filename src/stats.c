@@ -49,6 +49,7 @@ struct upstream_stats {
 	char			*name;
 	uint64_t		 status[STATS_STATUS_MAX];
 	uint64_t		 errors[UP_ERR_INTERNAL + 1];
+	uint64_t		 unanswered;	/* errors before any head */
 	uint64_t		 n429;
 	int64_t			 rl_limit;	/* -1 until seen */
 	int64_t			 rl_remaining;
@@ -260,14 +261,22 @@ stats_upstream_response(const char *name, int status,
 	}
 }
 
-/* A request to upstream name ended without an answer. */
+/*
+ * A request to upstream name failed: before its last exchange had an
+ * answer, or (answered) part way through the body.
+ */
 void
-stats_upstream_error(const char *name, enum up_error err)
+stats_upstream_error(const char *name, enum up_error err, int answered)
 {
+	struct upstream_stats	*u;
+
 	if (err == UP_OK || err == UP_ERR_CANCELLED ||
 	    (unsigned)err > UP_ERR_INTERNAL)
 		return;
-	upstats_get(name)->errors[err]++;
+	u = upstats_get(name);
+	u->errors[err]++;
+	if (!answered)
+		u->unanswered++;
 }
 
 /* regcache's own credentials for upstream name renewed, or not. */
@@ -451,8 +460,8 @@ render_upstreams(struct evbuffer *b)
 		free(l);
 	}
 	render_head(b, "regcache_upstream_errors_total", "counter",
-	    "Upstream requests that ended without an answer, by upstream and "
-	    "cause.");
+	    "Upstream requests that failed, before an answer or during its "
+	    "body, by upstream and cause.");
 	TAILQ_FOREACH(u, &upstats, entry) {
 		l = stats_label_escape(u->name);
 		for (i = 0; i < NCAUSES; i++)
@@ -666,10 +675,10 @@ upstreams_json(void)
 			    u->rl_seen_us) / 1e6);
 		else
 			rl = json_null();
-		/* Requests: the answers and the failures without one. */
+		/* Requests: the answers and the exchanges that got none. */
 		json_object_set_new(o, u->name, json_pack(
 		    "{s:I,s:o,s:I,s:o,s:I,s:o,s:I,s:I}",
-		    "requests", (json_int_t)(n + nerr),
+		    "requests", (json_int_t)(n + u->unanswered),
 		    "status", st,
 		    "errors_total", (json_int_t)nerr,
 		    "errors", errs,

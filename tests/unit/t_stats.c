@@ -315,8 +315,9 @@ test_render(void)
 	evhttp_clear_headers(&h);
 	stats_upstream_response("docker.io", 200, &h);
 	stats_upstream_response("docker.io", 200, &h);
-	stats_upstream_error("docker.io", UP_ERR_TIMEOUT);
-	stats_upstream_error("docker.io", UP_ERR_CANCELLED);
+	stats_upstream_error("docker.io", UP_ERR_TIMEOUT, 0);
+	stats_upstream_error("docker.io", UP_ERR_RESET, 1);
+	stats_upstream_error("docker.io", UP_ERR_CANCELLED, 0);
 	stats_cred_refresh("docker.io", 0);
 	stats_request(STATS_ROUTE_BLOB, 200, now - 20000, now - 13000);
 	stats_request(STATS_ROUTE_MANIFEST, 0, now, 0);
@@ -354,6 +355,8 @@ test_render(void)
 	    "upstream answers by status");
 	ok(sample_is(text, "regcache_upstream_errors_total"
 	    "{upstream=\"docker.io\",cause=\"timeout\"}", 1) &&
+	    sample_is(text, "regcache_upstream_errors_total"
+	    "{upstream=\"docker.io\",cause=\"reset\"}", 1) &&
 	    sample_is(text, "regcache_upstream_errors_total"
 	    "{upstream=\"docker.io\",cause=\"connect\"}", 0),
 	    "errors by cause, zeros included");
@@ -396,8 +399,9 @@ test_render(void)
 	ok(json_integer_value(json_object_get(json_object_get(json_object_get(
 	    j, "upstreams"), "docker.io"), "requests")) == 3 &&
 	    json_integer_value(json_object_get(json_object_get(json_object_get(
-	    j, "upstreams"), "docker.io"), "errors_total")) == 1,
-	    "JSON: an upstream's requests are its answers and its errors");
+	    j, "upstreams"), "docker.io"), "errors_total")) == 2,
+	    "JSON: requests are the answers and the failures without one; a "
+	    "body cut short is an answer and an error");
 	ok(json_integer_value(json_object_get(json_object_get(json_object_get(
 	    json_object_get(json_object_get(j, "requests"), "by_route"),
 	    "blob"), "duration"), "count")) == 1,
