@@ -14,10 +14,11 @@ build="autoconf automake libtool pkg-config make gcc libc6-dev
 # Real parts of the test suite: distribution 2.8 as the upstream, skopeo,
 # containerd's ctr, podman and dockerd as clients; tools the scripts use.
 # contrib.sh checks the deployment files and manuals with systemd-analyze,
-# logrotate, PyYAML, man, groff and mandoc.
+# logrotate, PyYAML, man, groff and mandoc; stats.sh checks /metrics with
+# promtool (prometheus).
 test="docker-registry skopeo containerd podman docker.io apache2-utils
       openssl python3 curl jq procps util-linux iproute2
-      systemd logrotate python3-yaml man-db groff-base mandoc"
+      systemd logrotate python3-yaml man-db groff-base mandoc prometheus"
 
 # The benchmark: nginx as the static-file reference, wrk for the manifest
 # load, hyperfine (optional), the registry and skopeo.

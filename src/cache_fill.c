@@ -34,7 +34,6 @@ TAILQ_HEAD(fill_list, fill);
 static struct fill_list	fills = TAILQ_HEAD_INITIALIZER(fills);
 static uint64_t		fill_next_id = 1;
 uint64_t		fill_bytes_inflight;
-struct stats		stats;
 
 static void	fill_on_headers(struct upreq *, int, struct evkeyvalq *,
 		    void *);
@@ -290,7 +289,7 @@ fill_on_body(struct upreq *ur, struct evbuffer *data, void *arg)
 			evbuffer_drain(data, v[i].iov_len);
 		}
 	}
-	stats.bytes_from_upstream += len;
+	stats.fill_bytes += len;
 	fill_notify(f, FILL_EV_DATA);
 }
 
@@ -393,6 +392,19 @@ fill_published(uint64_t id, int ok)
 	if (ok)
 		cache_after_store();
 	fill_notify(f, FILL_EV_DONE);
+}
+
+/* Fills fetching or publishing now, for the stats. */
+size_t
+fill_count(void)
+{
+	struct fill	*f;
+	size_t		 n = 0;
+
+	TAILQ_FOREACH(f, &fills, entry)
+		if (f->state == FILL_RUNNING || f->state == FILL_PUBLISHING)
+			n++;
+	return n;
 }
 
 /* At shutdown: stop every fill (their readers are gone already). */

@@ -774,6 +774,13 @@ idx_open(const char *dir, int readonly, char *err, size_t errlen)
 	return -1;
 }
 
+/* Is the index open (for /readyz)? */
+int
+idx_is_open(void)
+{
+	return idx.ix_env != NULL;
+}
+
 /* Write pending touches and close the environment; safe to call twice. */
 void
 idx_close(void)

@@ -196,7 +196,7 @@ static const struct unit duration_units[] = {
 
 static const char *const root_keys[] = {
 	"listen", "data_dir", "default_upstream", "upstreams", "timeouts",
-	"limits", "log", "cache", "auth", NULL
+	"limits", "log", "cache", "auth", "admin", NULL
 };
 static const char *const listen_keys[] = { "address", "tls", NULL };
 static const char *const tls_keys[] = { "certificate", "key", NULL };
@@ -214,6 +214,7 @@ static const char *const ecr_keys[] = {
 };
 static const char *const log_keys[] = { "level", "access", NULL };
 static const char *const log_access_keys[] = { "format", "file", NULL };
+static const char *const admin_keys[] = { "listen", NULL };
 
 /* Writes a message into a caller's buffer, which may be absent. */
 static void __attribute__((format(printf, 3, 4)))
@@ -1268,6 +1269,7 @@ config_free(struct config *cf)
 		return;
 	free(cf->path);
 	listens_free(cf->listens, cf->nlistens);
+	listens_free(cf->admin, cf->admin != NULL ? 1 : 0);
 	upstreams_free(cf->upstreams, cf->nupstreams);
 	free(cf->data_dir);
 	free(cf->access_file);
@@ -1488,6 +1490,9 @@ config_default(void)
 	cf->cache_high_water = DEFAULT_CACHE_HIGH_WATER;
 	cf->cache_low_water = DEFAULT_CACHE_LOW_WATER;
 	cf->cache_max_idle_s = 0;
+	cf->admin = xcalloc(1, sizeof(*cf->admin));
+	if (listen_set(cf->admin, DEFAULT_ADMIN_LISTEN, NULL, 0) == -1)
+		fatalx("%s: bad DEFAULT_ADMIN_LISTEN", __func__);
 	return cf;
 }
 
@@ -1974,6 +1979,36 @@ parse_log(struct pctx *c, json_t *o, struct config *cf)
 }
 
 /*
+ * Parses "admin": {"listen": ADDRESS} for the admin listener (plain HTTP,
+ * an address as in "listen"), or null for none.
+ */
+static int
+parse_admin(struct pctx *c, json_t *o, struct config *cf)
+{
+	struct listen_cfg	*l;
+	json_t			*v;
+
+	listens_free(cf->admin, cf->admin != NULL ? 1 : 0);
+	cf->admin = NULL;
+	if (json_is_null(o))
+		return 0;
+	if (!json_is_object(o))
+		return cerr(c, "expected an object or null, got %s", jtype(o));
+	if (check_keys(c, o, admin_keys) == -1 ||
+	    member_get(c, o, "listen", MEMBER_REQUIRED, &v) == -1)
+		return -1;
+	l = xcalloc(1, sizeof(*l));
+	kpath_key(c, "listen");
+	if (parse_listen_address(c, v, l) == -1) {
+		listens_free(l, 1);
+		return -1;
+	}
+	kpath_pop(c);
+	cf->admin = l;
+	return 0;
+}
+
+/*
  * The "auth" section: local clients log in (struct access_cfg).  Its
  * rules name upstreams, so it is parsed after "upstreams".
  */
@@ -2211,6 +2246,7 @@ static const struct {
 	{ "log", parse_log },
 	{ "cache", parse_cache },
 	{ "auth", parse_access },
+	{ "admin", parse_admin },
 	{ NULL, NULL }
 };
 
@@ -2373,16 +2409,26 @@ int
 config_apply_overrides(struct config *cf, const struct config_overrides *ov,
     char *err, size_t errlen)
 {
-	struct listen_cfg	 l;
+	struct listen_cfg	 l, a;
 	struct upstream_cfg	 u;
 	enum log_level		 level = cf->log_level;
 	char			 msg[256];
+	int			 admin_off = 0;
 
 	memset(&l, 0, sizeof(l));
+	memset(&a, 0, sizeof(a));
 	memset(&u, 0, sizeof(u));
 	if (ov->listen != NULL &&
 	    listen_set(&l, ov->listen, msg, sizeof(msg)) == -1) {
 		seterr(err, errlen, "listen address \"%s\": %s", ov->listen,
+		    msg);
+		goto fail;
+	}
+	if (ov->admin != NULL && strcmp(ov->admin, "none") == 0)
+		admin_off = 1;
+	else if (ov->admin != NULL &&
+	    listen_set(&a, ov->admin, msg, sizeof(msg)) == -1) {
+		seterr(err, errlen, "admin address \"%s\": %s", ov->admin,
 		    msg);
 		goto fail;
 	}
@@ -2409,6 +2455,14 @@ config_apply_overrides(struct config *cf, const struct config_overrides *ov,
 		cf->listens[0] = l;
 		cf->nlistens = 1;
 	}
+	if (ov->admin != NULL) {
+		listens_free(cf->admin, cf->admin != NULL ? 1 : 0);
+		cf->admin = NULL;
+		if (!admin_off) {
+			cf->admin = xcalloc(1, sizeof(*cf->admin));
+			*cf->admin = a;
+		}
+	}
 	if (ov->data_dir != NULL) {
 		free(cf->data_dir);
 		cf->data_dir = xstrdup(ov->data_dir);
@@ -2425,6 +2479,7 @@ config_apply_overrides(struct config *cf, const struct config_overrides *ov,
 
  fail:
 	listen_clear(&l);
+	listen_clear(&a);
 	upstream_clear(&u);
 	return -1;
 }
@@ -2537,6 +2592,14 @@ config_validate(struct config *cf, char *err, size_t errlen)
 		    file_check(file, "listen", l->address, "key", l->key_file,
 		    err, errlen) == -1)
 			return -1;
+		if (cf->admin != NULL &&
+		    strcmp(cf->admin->host, l->host) == 0 &&
+		    strcmp(cf->admin->port, l->port) == 0) {
+			seterr(err, errlen, "%s: admin.listen \"%s\" is also a "
+			    "listen address: the admin endpoints need their "
+			    "own", file, cf->admin->address);
+			return -1;
+		}
 	}
 	for (i = 0; i < cf->nupstreams; i++) {
 		u = &cf->upstreams[i];

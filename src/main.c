@@ -32,6 +32,7 @@ usage_main(FILE *f)
 "\n"
 "commands:\n"
 "  serve [-c FILE] [-l ADDR:PORT] [-d DIR] [-u URL] [-v]\n"
+"        [--admin ADDR:PORT|none]\n"
 "                           run the pull-through cache\n"
 "  check-config -c FILE     validate a configuration file\n"
 "  verify [-c FILE] [-d DIR] [-n]\n"
@@ -40,6 +41,7 @@ usage_main(FILE *f)
 "                           evict to the budget, remove leftovers\n"
 "  ls [-c FILE] [-d DIR] [--json]\n"
 "                           list cached repositories, tags and blobs\n"
+"  stats [--json] [URL]     summary of a running instance (admin URL)\n"
 "  warm [--url URL] [--platform OS/ARCH[/VARIANT]]... IMAGE...\n"
 "                           pull images into a running regcache's cache\n"
 "  version                  print the version\n"
@@ -52,6 +54,7 @@ usage_serve(FILE *f)
 {
 	fprintf(f,
 "usage: regcache serve [-c FILE] [-l ADDR:PORT] [-d DIR] [-u URL] [-v]\n"
+"                      [--admin ADDR:PORT|none]\n"
 "\n"
 "  -c FILE        configuration file (JSON); env REGCACHE_CONFIG.\n"
 "                 Without one: a Docker Hub mirror on " DEFAULT_LISTEN ",\n"
@@ -62,6 +65,10 @@ usage_serve(FILE *f)
 "  -u URL         a single upstream registry, replacing the configured\n"
 "                 ones; env REGCACHE_UPSTREAM\n"
 "  -v             debug logging (env REGCACHE_LOG_LEVEL=error|warn|info|debug)\n"
+"  --admin ADDR:PORT\n"
+"                 the admin listener (/stats, /metrics, /healthz, /readyz);\n"
+"                 none: no admin listener; env REGCACHE_ADMIN.\n"
+"                 Default " DEFAULT_ADMIN_LISTEN ".\n"
 "  -h             this help\n");
 }
 
@@ -196,9 +203,14 @@ serve_reload(void)
 		    "stays", err);
 		return;
 	}
-	if (strcmp(c->data_dir, conf->data_dir) != 0) {
-		log_warnx("reload refused: data_dir changed: that needs a "
-		    "restart; the running configuration stays");
+	if (strcmp(c->data_dir, conf->data_dir) != 0 ||
+	    (c->admin == NULL) != (conf->admin == NULL) ||
+	    (c->admin != NULL && strcmp(c->admin->address,
+	    conf->admin->address) != 0)) {
+		log_warnx("reload refused: %s changed: that needs a restart; "
+		    "the running configuration stays",
+		    strcmp(c->data_dir, conf->data_dir) != 0 ? "data_dir" :
+		    "admin.listen");
 		config_free(c);
 		return;
 	}
@@ -235,6 +247,7 @@ serve_reload(void)
 	upstream_install(set, c->nupstreams);
 	server_reload_commit(c, ctxs);
 	users_cache_flush();
+	stats_upstreams_add(c);
 	log_setlevel(c->log_level);
 	config_unref(old);
 	log_info("configuration reloaded: %zu upstream%s, default %s",
@@ -301,14 +314,23 @@ cmd_serve(int argc, char **argv)
 	enum log_level		 level;
 	char			 err[512];
 	int			 ch, verbose = 0;
+	static const struct option longopts[] = {
+		{ "admin", required_argument, NULL, 'A' },
+		{ NULL, 0, NULL, 0 }
+	};
 
 	memset(&ov, 0, sizeof(ov));
 	ov.listen = getenv("REGCACHE_LISTEN");
 	ov.data_dir = getenv("REGCACHE_DATA_DIR");
 	ov.upstream_url = getenv("REGCACHE_UPSTREAM");
 	ov.log_level = getenv("REGCACHE_LOG_LEVEL");
-	while ((ch = getopt(argc, argv, "c:d:hl:u:v")) != -1) {
+	ov.admin = getenv("REGCACHE_ADMIN");
+	while ((ch = getopt_long(argc, argv, "c:d:hl:u:v", longopts,
+	    NULL)) != -1) {
 		switch (ch) {
+		case 'A':
+			ov.admin = optarg;
+			break;
 		case 'c':
 			file = optarg;
 			break;
@@ -370,7 +392,9 @@ cmd_serve(int argc, char **argv)
 	}
 	if (upstream_init(conf) == -1 || server_auth_init(conf) == -1)
 		return 1;
-	if (server_start(conf) == -1 || cache_evict_start() == -1)
+	stats_init(conf);
+	if (server_start(conf) == -1 || admin_start(conf) == -1 ||
+	    cache_evict_start() == -1)
 		return 1;
 
 	ev_term = evsignal_new(ev_base, SIGTERM, sig_cb, NULL);
@@ -393,6 +417,7 @@ cmd_serve(int argc, char **argv)
 
 	event_base_dispatch(ev_base);
 
+	admin_stop();
 	server_stop();
 	server_auth_shutdown();
 	pt_shutdown();
@@ -409,6 +434,7 @@ cmd_serve(int argc, char **argv)
 	event_base_free(ev_base);
 	config_unref(conf);
 	log_access_close();
+	stats_shutdown();
 	log_info("exiting");
 	return 0;
 }
@@ -551,6 +577,8 @@ main(int argc, char **argv)
 		return warm_main(argc, argv);
 	if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0)
 		return cmd_version(argc, argv);
+	if (strcmp(cmd, "stats") == 0)
+		return stats_cli_main(argc, argv);
 	for (tc = tool_cmds; tc->name != NULL; tc++)
 		if (strcmp(cmd, tc->name) == 0)
 			return cmd_tool(tc, argc, argv);

@@ -27,6 +27,7 @@
 
 /* Defaults of the embedded configuration (no file at all). */
 #define DEFAULT_LISTEN		"127.0.0.1:5000"
+#define DEFAULT_ADMIN_LISTEN	"127.0.0.1:5001"
 #define DEFAULT_DATA_DIR	"./regcache-data"
 #define DEFAULT_UPSTREAM_NAME	"docker.io"
 #define DEFAULT_UPSTREAM_URL	"https://registry-1.docker.io"
@@ -201,6 +202,7 @@ struct config {
 	int			 cache_low_water;	/* percent of max */
 	int64_t			 cache_max_idle_s;	/* 0: no idle limit */
 	struct access_cfg	*access;	/* "auth"; NULL: open pulls */
+	struct listen_cfg	*admin;		/* NULL: no admin listener */
 };
 
 /* Overrides from the command line and the environment, applied last. */
@@ -209,6 +211,7 @@ struct config_overrides {
 	const char	*data_dir;
 	const char	*upstream_url;
 	const char	*log_level;
+	const char	*admin;		/* an address, or "none" */
 };
 
 /*
@@ -419,6 +422,7 @@ void	 server_reload_commit(struct config *, SSL_CTX **);
 void	 server_drain(void);
 int	 server_draining(void);
 int	 server_client_count(void);
+int	 server_listening(void);
 struct client *server_client_get(struct evhttp_request *);
 
 /* server_v2.c: one client request, an exchange, from its parsing to the
@@ -463,6 +467,8 @@ struct exchange {
 	char			*user;		/* the token's; NULL: none */
 	char			*challenge;	/* WWW-Authenticate of a 401 */
 	struct reqinfo		 info;		/* for the access log */
+	uint64_t		 t0_us;		/* for the request histograms */
+	uint64_t		 first_us;	/* reply head went to evhttp */
 };
 
 void	 v2_handle(struct evhttp_request *, void *);
@@ -606,6 +612,7 @@ void		 fill_join(struct fill *, struct fill_reader *);
 void		 fill_leave(struct fill_reader *);
 uint64_t	 fill_available(const struct fill *);
 void		 fill_shutdown(void);
+size_t		 fill_count(void);
 
 /* cache_evict.c: the byte budget. */
 void	 cache_make_room(uint64_t);
@@ -615,7 +622,24 @@ int	 cache_evict_start(void);
 void	 cache_evict_stop(void);
 int	 cache_evict_run(uint64_t, int64_t, int);
 
-/* Counters for the logs now and the stats endpoint later. */
+
+/*
+ * stats.c: what the daemon counts, for the admin listener's /stats and
+ * /metrics.  The plain counters are bumped where things happen; requests,
+ * upstreams and credentials go through the functions below.
+ */
+enum stats_route {
+	STATS_ROUTE_ROOT,
+	STATS_ROUTE_MANIFEST,
+	STATS_ROUTE_BLOB,
+	STATS_ROUTE_TAGS,
+	STATS_ROUTE_REFERRERS,
+	STATS_ROUTE_TOKEN,	/* /auth/token */
+	STATS_ROUTE_RELAY,	/* /auth/passthrough/NAME */
+	STATS_ROUTE_OTHER,
+	STATS_ROUTE_COUNT
+};
+
 struct stats {
 	uint64_t	hits;
 	uint64_t	misses;
@@ -626,16 +650,56 @@ struct stats {
 	uint64_t	fills_started;
 	uint64_t	fills_done;
 	uint64_t	fills_failed;
+	uint64_t	fill_readers_joined;	/* joined a fill in flight */
+	uint64_t	fill_bytes;		/* written into fills */
 	uint64_t	fill_disk_errors;
 	uint64_t	digest_mismatches;
+	/* Content sent to clients: what the cache held (or a fill started
+	 * for another client brought), and what was fetched for them. */
 	uint64_t	bytes_from_cache;
 	uint64_t	bytes_from_upstream;
 	uint64_t	evictions;
 	uint64_t	evicted_bytes;
-	uint64_t	cred_refreshes;
-	uint64_t	cred_refresh_failures;
+	uint64_t	connections_total;
 };
 extern struct stats	stats;
+
+#define STATS_HIST_BOUNDS	13
+
+/* A latency histogram: counts per bucket (not cumulative), the last one
+ * past the largest bound. */
+struct stats_hist {
+	uint64_t	buckets[STATS_HIST_BOUNDS + 1];
+	uint64_t	count;
+	uint64_t	sum_us;
+};
+
+void	 stats_init(const struct config *);
+void	 stats_upstreams_add(const struct config *);
+void	 stats_shutdown(void);
+uint64_t stats_now_us(void);
+const char *stats_route_name(enum stats_route);
+enum stats_route stats_route_of_kind(enum v2_kind);
+enum stats_route stats_route_of_path(const char *);
+void	 stats_request(enum stats_route, int, uint64_t, uint64_t);
+void	 stats_hist_add(struct stats_hist *, uint64_t);
+void	 stats_upstream_response(const char *, int, const struct evkeyvalq *);
+void	 stats_upstream_error(const char *, enum up_error, int);
+void	 stats_cred_refresh(const char *, int);
+int64_t	 stats_ratelimit_parse(const char *);
+char	*stats_label_escape(const char *);
+void	 stats_hist_render(struct evbuffer *, const char *, const char *,
+	    const struct stats_hist *);
+void	 stats_render_metrics(struct evbuffer *);
+struct json_t *stats_json(void);
+
+/* server_admin.c: the admin listener (/stats, /metrics, /healthz,
+ * /readyz), off the clients' ports. */
+int	 admin_start(const struct config *);
+void	 admin_stop(void);
+
+/* stats_cli.c: `regcache stats [URL]`. */
+int	 stats_cli_main(int, char **);
 
 /* server_manifest.c: manifests by digest and by tag, with TTLs. */
 struct mop;
@@ -785,6 +849,7 @@ int	 idx_repo_iter(const char *, int (*)(const char *, const char *,
 	    void *), void *);
 uint64_t idx_total_bytes(void);
 uint64_t idx_blob_count(void);
+int	 idx_is_open(void);
 void	 idx_resync(void);
 
 /* cache_store.c */

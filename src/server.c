@@ -111,6 +111,7 @@ server_client_get(struct evhttp_request *req)
 	LIST_INSERT_HEAD(&client_hash[b], c, entry);
 	evhttp_connection_set_closecb(evcon, server_client_closecb, c);
 	nclients++;
+	stats.connections_total++;
 	server_accept_adjust();
 	return c;
 }
@@ -404,4 +405,19 @@ int
 server_client_count(void)
 {
 	return nclients;
+}
+
+/* Every listener is bound and taking connections (for /readyz). */
+int
+server_listening(void)
+{
+	size_t	i;
+
+	/* Draining is not ready: load balancers should look elsewhere. */
+	if (stopping || draining || nlisteners == 0)
+		return 0;
+	for (i = 0; i < nlisteners; i++)
+		if (listeners[i].sock == NULL)
+			return 0;
+	return 1;
 }

@@ -65,6 +65,7 @@ struct tokreq {
 	uint64_t		 bytes;
 	uint64_t		 t0;
 	struct reqinfo		 info;		/* for the access log */
+	uint64_t		 t0_us;		/* for the stats */
 };
 
 static TAILQ_HEAD(, tokreq)	 tokreqs = TAILQ_HEAD_INITIALIZER(tokreqs);
@@ -278,6 +279,7 @@ tokreq_close(struct tokreq *t, const char *why)
 	e.why = why;
 	log_access_entry(&e);
 	v2_reqinfo_clear(&t->info);
+	stats_request(STATS_ROUTE_TOKEN, t->status, t->t0_us, 0);
 	if (t->queued)
 		TAILQ_REMOVE(&tokreqs, t, entry);
 	if (t->client != NULL && t->client->gone_arg == t) {
@@ -635,6 +637,7 @@ server_auth_token(struct evhttp_request *req, struct client *c)
 	t->req = req;
 	t->method = evhttp_request_get_command(req);
 	t->t0 = mono_ms();
+	t->t0_us = stats_now_us();
 	v2_peer(req, t->peer, sizeof(t->peer));
 	v2_reqinfo_init(&t->info, req);
 	TAILQ_INIT(&params);

@@ -309,8 +309,13 @@ blob_pump(struct exchange *ex)
 		} else if (fd_read_into(src->fd, src->pos, (size_t)n,
 		    buf) == -1)
 			goto fail;
-		if (!src->from_fill)
+		/* A reader of a fill it did not start costs no upstream
+		 * bytes either. */
+		if (!src->from_fill || (ex->xcache != NULL &&
+		    strcmp(ex->xcache, "COALESCED") == 0))
 			stats.bytes_from_cache += n;
+		else
+			stats.bytes_from_upstream += n;
 		src->pos += n;
 		v2_send_chunk(ex, buf);
 		evbuffer_free(buf);
@@ -400,6 +405,7 @@ blob_resume_body(struct upreq *ur, struct evbuffer *data, void *arg)
 		evbuffer_add_buffer(data, head);
 		evbuffer_free(head);
 	}
+	stats.bytes_from_upstream += evbuffer_get_length(data);
 	if (evbuffer_get_length(data) > 0)
 		v2_send_chunk(ex, data);
 	if (!ex->paused && evbuffer_get_length(v2_output(ex)) >
@@ -449,8 +455,10 @@ blob_resume_finish(struct exchange *ex)
 		v2_abort(ex, "digest mismatch");
 		return;
 	}
-	if (src->tail != NULL && evbuffer_get_length(src->tail) > 0)
+	if (src->tail != NULL && evbuffer_get_length(src->tail) > 0) {
+		stats.bytes_from_upstream += evbuffer_get_length(src->tail);
 		v2_send_chunk(ex, src->tail);
+	}
 	v2_reply_finish(ex);
 }
 
@@ -646,6 +654,7 @@ blob_handle(struct exchange *ex)
 			return 0;
 		}
 		stats.coalesced++;
+		stats.fill_readers_joined++;
 		ex->xcache = "COALESCED";
 	} else if ((f = fill_start(ex->rt.upstream, ex->rt.name,
 	    ex->p.ref, ex->up_auth)) != NULL) {

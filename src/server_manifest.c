@@ -252,7 +252,12 @@ mf_serve_cached(struct exchange *ex, const char *digest, const char *warning)
 		evbuffer_drain(body, evbuffer_get_length(body));
 	} else if (ex->method == EVHTTP_REQ_HEAD)
 		evbuffer_drain(body, evbuffer_get_length(body));
-	stats.bytes_from_cache += evbuffer_get_length(body);
+	/* Just fetched by this request, or held already (stale too). */
+	if (warning == NULL && ex->mop != NULL && ex->mop->status == 200 &&
+	    ex->mop->step != MOP_HEAD_TAG)
+		stats.bytes_from_upstream += evbuffer_get_length(body);
+	else
+		stats.bytes_from_cache += evbuffer_get_length(body);
 	ex->status = status;
 	ex->bytes = evbuffer_get_length(body);
 	exchange_replied(ex);
@@ -379,6 +384,8 @@ mf_pass(struct exchange *ex)
 		evbuffer_drain(m->body, evbuffer_get_length(m->body));
 	ex->status = m->status;
 	ex->bytes = evbuffer_get_length(m->body);
+	if (m->status == 200)
+		stats.bytes_from_upstream += ex->bytes;
 	exchange_replied(ex);
 	evhttp_send_reply(req, m->status, NULL, m->body);
 	exchange_close(ex, NULL);

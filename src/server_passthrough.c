@@ -65,6 +65,7 @@ struct pt_relay {
 	uint64_t		 t0;
 	uint64_t		 bytes;
 	struct reqinfo		 info;
+	uint64_t		 t0_us;		/* for the stats */
 };
 
 static void
@@ -373,6 +374,7 @@ pt_head_done(struct upreq *ur, enum up_error err, const char *cause,
 static void
 pt_relay_free(struct pt_relay *r)
 {
+	stats_request(STATS_ROUTE_RELAY, r->status, r->t0_us, 0);
 	if (r->x != NULL)
 		httpx_cancel(r->x);
 	if (r->client != NULL && r->client->gone_arg == r) {
@@ -466,6 +468,7 @@ pt_relay_done(struct httpx *x, enum up_error err, const char *cause,
 	r->x = NULL;
 	if (r->req == NULL) {
 		pt_relay_log(r, "client gone");
+		r->status = 0;		/* nobody got it (for the stats) */
 		pt_relay_free(r);
 		return;
 	}
@@ -614,6 +617,7 @@ pt_relay(struct evhttp_request *req, const char *name, const char *query)
 	r->method = m;
 	r->path = path;
 	v2_reqinfo_init(&r->info, req);
+	r->t0_us = stats_now_us();
 	v2_peer(req, peer, sizeof(peer));
 	r->peer = xstrdup(peer);
 	if ((r->body = evbuffer_new()) == NULL)

@@ -220,6 +220,8 @@ v2_quick_error(struct evhttp_request *req, const char *uri_log, int status,
 	e.bytes = v2_error_reply(req, status, code, message, NULL, NULL,
 	    NULL);
 	log_access_entry(&e);
+	stats_request(stats_route_of_path(evhttp_uri_get_path(
+	    evhttp_request_get_evhttp_uri(req))), status, 0, 0);
 	free(uri);
 	v2_reqinfo_clear(&ri);
 }
@@ -362,6 +364,7 @@ v2_reply_start(struct exchange *ex, int status)
 	ex->status = status;
 	ex->started = 1;
 	ex->info.t_head = mono_ms();
+	ex->first_us = stats_now_us();
 	if (ex->xcache != NULL)
 		evhttp_add_header(evhttp_request_get_output_headers(ex->req),
 		    "X-Cache", ex->xcache);
@@ -511,6 +514,9 @@ v2_up_body(struct upreq *ur, struct evbuffer *data, void *arg)
 		return;
 	if (!ex->started)
 		v2_reply_start(ex, ex->status);
+	/* Content only: an upstream's error body saves nobody anything. */
+	if (ex->status >= 200 && ex->status < 300)
+		stats.bytes_from_upstream += evbuffer_get_length(data);
 	v2_send_chunk(ex, data);
 	if (!ex->paused && evbuffer_get_length(v2_output(ex)) >
 	    STREAM_HIGH_WATER) {
@@ -772,6 +778,7 @@ v2_handle(struct evhttp_request *req, void *arg)
 	ex->magic = EXCHANGE_MAGIC;
 	ex->id = exchange_next_id++;
 	ex->t0 = mono_ms();
+	ex->t0_us = stats_now_us();
 	ex->method = m;
 	ex->req = req;
 	ex->uri = xstrdup(evhttp_request_get_uri(req));

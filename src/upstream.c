@@ -48,6 +48,7 @@ struct upreq {
 	int			 busy;
 	int			 cancelled;
 	int			 paused;
+	int			 answered;	/* the last exchange got a head */
 };
 
 /*
@@ -400,6 +401,7 @@ upreq_resume(struct upreq *ur)
 static void
 upreq_finish(struct upreq *ur, enum up_error err, const char *cause)
 {
+	stats_upstream_error(ur->up->cfg->name, err, ur->answered);
 	ur->busy++;
 	ur->cb->on_done(ur, err, cause, ur->arg);
 	ur->busy--;
@@ -455,6 +457,7 @@ upreq_exchange(struct upreq *ur)
 
 	secret_free(&ur->sent_token);
 	ur->sent_gen = 0;
+	ur->answered = 0;
 	/* Credentials go only to the upstream itself, never to a host a
 	 * redirect named (S3 and CDNs reject or must not see them).  A
 	 * pass-through upstream sees the client's, or none. */
@@ -781,6 +784,8 @@ upreq_on_headers(struct httpx *x, int status, struct evkeyvalq *h, void *arg)
 	int		 rc;
 
 	CHECK_MAGIC(ur, UPREQ_MAGIC);
+	stats_upstream_response(ur->up->cfg->name, status, h);
+	ur->answered = 1;
 	if ((status == 401 && (upreq_reauth(ur) ||
 	    upreq_handle_401(ur, h))) || (status == 403 && upreq_reauth(ur))) {
 		/* Drop this answer; the retry starts when the token or the

@@ -435,7 +435,7 @@ cred_fetched(const struct ecr_token *t, const char *error, void *arg)
 		t = NULL;
 	}
 	if (t == NULL) {
-		stats.cred_refresh_failures++;
+		stats_cred_refresh(cr->up->cfg->name, 0);
 		log_warnx("upstream %s: ECR credentials: %s%s",
 		    cr->up->cfg->name, error, cred_valid(cr) ?
 		    "; the current ones stay in use until they expire" : "");
@@ -447,7 +447,7 @@ cred_fetched(const struct ecr_token *t, const char *error, void *arg)
 		cred_wake(cr, 0);
 		return;
 	}
-	stats.cred_refreshes++;
+	stats_cred_refresh(cr->up->cfg->name, 1);
 	free(cr->user);
 	secret_free(&cr->pass);
 	cr->user = xstrdup(t->user);

@@ -55,6 +55,7 @@ done
 # unshare and sh exec, so rc_PID is regcache's own pid.
 port=$(free_port)
 printf '%s\n' "{
+  \"admin\": null,
   \"listen\": [\"127.0.0.1:$port\"],
   \"data_dir\": \"$DATA\",
   \"upstreams\": [ {\"name\": \"up\", \"url\": \"$up_URL\"} ]

@@ -65,7 +65,7 @@ if ! "$REGCACHE" check-config -c "$TESTDIR/probe.json" >"$TESTDIR/probe.out" 2>&
   bail_out "check-config refuses the ECR config: $(head -n 3 "$TESTDIR/probe.out")"
 fi
 
-plan 64
+plan 65
 
 # Every password (and its base64 form), temporary secret, session token,
 # IMDS token, web identity token and secret key of this test.
@@ -287,6 +287,12 @@ tcurl -f -X POST "$AWS_URL/_control/fail?n=0" >/dev/null
 rc=0
 wait_for "a refresh after ECR recovered" 30 stat_above ecr_ok 1 || rc=$?
 ok "$rc" "failing refresh: once ECR answers again, a new password comes"
+# The admin listener counts renewals and failures per upstream.
+cred_stats() {
+  tcurl "$rc_fail_ADMIN_URL/stats" | jq -e '.upstreams.ecr |
+    .credential_refreshes >= 2 and .credential_refresh_failures >= 1'
+}
+check "failing refresh: /stats counts the renewals and the failures of upstream ecr" cred_stats
 check "failing refresh: pull r2, every file matches its digest" pull r2 fail-r2
 diag "failing refresh: $(st ecr_calls) ECR calls, $(st ecr_failed_injected) failed"
 finish rc_fail aws_fail "failing refresh"

@@ -5,11 +5,23 @@
 # (the string may use the placeholder @PORT@ for the listen port it picks),
 # start `regcache serve`, and wait until /v2/ answers.  Sets ${NAME}_PORT,
 # ${NAME}_URL (http://127.0.0.1:PORT), ${NAME}_ADDR (127.0.0.1:PORT),
-# ${NAME}_PID and ${NAME}_LOG.
+# ${NAME}_PID and ${NAME}_LOG.  A config without an "admin" key gets an
+# admin listener on a free port of its own (tests run side by side, and
+# the default 127.0.0.1:5001 would clash): ${NAME}_ADMIN_PORT and
+# ${NAME}_ADMIN_URL; with "admin" in the config they are left empty.
 regcache_start() {
-  local name=$1 json=$2 port
+  local name=$1 json=$2 port aport= rest sep=,
   shift 2
   port=$(free_port)
+  if [[ $json != *'"admin"'* ]]; then
+    aport=$(free_port)
+    while [ "$aport" = "$port" ]; do aport=$(free_port); done
+    rest=${json#*\{}
+    [[ ! $rest =~ ^[[:space:]]*\} ]] || sep=
+    json="{\"admin\": {\"listen\": \"127.0.0.1:$aport\"}$sep$rest"
+  fi
+  printf -v "${name}_ADMIN_PORT" '%s' "$aport"
+  printf -v "${name}_ADMIN_URL" '%s' "${aport:+http://127.0.0.1:$aport}"
   printf '%s\n' "${json//@PORT@/$port}" >"$TESTDIR/$name.json"
   spawn "$name" "$REGCACHE" serve -c "$TESTDIR/$name.json" "$@"
   _kept_logs+=("$name")

@@ -711,6 +711,70 @@ test_overrides(void)
 	config_free(cf);
 }
 
+/* "admin": its default, an address, null, the errors, the override. */
+static void
+test_admin(void)
+{
+	struct config_overrides	 ov;
+	struct config		*cf;
+	const char		*m, *want;
+	char			 msg[1024], err[256];
+
+	cf = config_default();
+	ok(cf->admin != NULL && strcmp(cf->admin->address,
+	    DEFAULT_ADMIN_LISTEN) == 0 && strcmp(cf->admin->port, "5001") == 0,
+	    "admin listens on " DEFAULT_ADMIN_LISTEN " by default");
+	config_free(cf);
+
+	cf = load_text("{\"admin\": {\"listen\": \"[::1]:9100\"}}", msg,
+	    sizeof(msg));
+	ok(cf != NULL && cf->admin != NULL && strcmp(cf->admin->host,
+	    "::1") == 0 && strcmp(cf->admin->port, "9100") == 0,
+	    "admin.listen takes an address like listen's (%s)", msg);
+	config_free(cf);
+
+	cf = load_text("{\"admin\": null}", msg, sizeof(msg));
+	ok(cf != NULL && cf->admin == NULL, "\"admin\": null turns it off");
+	config_free(cf);
+
+	m = load_error("{\"admin\": {\"listen\": \"localhost\"}}");
+	want = ":1:12: admin.listen: listen address \"localhost\": ";
+	ok(strncmp(m, want, strlen(want)) == 0,
+	    "admin.listen needs a port (%s)", m);
+	m = load_error("{\"admin\": {}}");
+	is_str(m, ":1:2: admin: missing key \"listen\"",
+	    "admin without listen");
+	m = load_error("{\"admin\": {\"listen\": \":1\", \"tls\": null}}");
+	is_str(m, ":1:28: admin.tls: unknown key", "admin has no tls");
+	m = load_error("{\"admin\": \"127.0.0.1:5001\"}");
+	is_str(m, ":1:2: admin: expected an object or null, got a string",
+	    "admin is an object");
+
+	cf = load_text("{\"listen\": [\"127.0.0.1:5001\"]}", msg,
+	    sizeof(msg));
+	ok(cf != NULL && config_validate(cf, err, sizeof(err)) == -1 &&
+	    strstr(err, "admin.listen \"127.0.0.1:5001\" is also a listen "
+	    "address") != NULL, "the admin address is not a client one (%s)",
+	    err);
+	config_free(cf);
+
+	cf = config_default();
+	memset(&ov, 0, sizeof(ov));
+	ov.admin = "127.0.0.1:7001";
+	ok(config_apply_overrides(cf, &ov, err, sizeof(err)) == 0 &&
+	    cf->admin != NULL && strcmp(cf->admin->port, "7001") == 0,
+	    "override: admin address");
+	ov.admin = "none";
+	ok(config_apply_overrides(cf, &ov, err, sizeof(err)) == 0 &&
+	    cf->admin == NULL, "override: admin none");
+	ov.admin = "nowhere";
+	want = "admin address \"nowhere\": ";
+	ok(config_apply_overrides(cf, &ov, err, sizeof(err)) == -1 &&
+	    strncmp(err, want, strlen(want)) == 0 &&
+	    cf->admin == NULL, "bad admin override changes nothing (%s)", err);
+	config_free(cf);
+}
+
 /* Parses one URL into a zeroed upstream; returns 0 or -1. */
 static int
 parse_url(const char *url, struct upstream_cfg *u, char *err, size_t len)
@@ -1134,6 +1198,7 @@ main(void)
 	test_cache_errors();
 	test_default_upstream();
 	test_overrides();
+	test_admin();
 	test_parse_url();
 	test_sample();
 	test_credentials();
