@@ -251,6 +251,8 @@ exchange_close(struct exchange *ex, const char *why)
 	e.user_agent = ex->info.agent;
 	e.why = why;
 	log_access_entry(&e);
+	stats_request(stats_route_of_kind(ex->p.kind), ex->status, ex->t0_us,
+	    ex->first_us);
 	if (ex->ur != NULL)
 		upreq_cancel(ex->ur);
 	blob_src_free(ex);
