@@ -89,9 +89,11 @@ st=$(tcurl -o /dev/null -w '%{http_code}' "$rc_URL/v2/extra/x/app/manifests/late
 ok "$([ "$st" = 404 ] && [ "$(served_cert)" = "$OLD_FP" ]; echo $?)" \
   "nothing changed: no new upstream ($st), the same certificate"
 
-config "$TESTDIR/pki/new.crt" "$TESTDIR/pki/new.key" \
-  "{\"name\": \"extra\", \"url\": \"$extra_URL\", \"prefix\": \"extra\"}" |
-  sed "s/@PORT@/$rc_PORT/" >"$RC_JSON"
+# The running configuration (with the admin listener the harness added),
+# a certificate and an upstream more.
+jq --arg crt "$TESTDIR/pki/new.crt" --arg key "$TESTDIR/pki/new.key" --arg url "$extra_URL" \
+  '.listen[1].tls = {certificate: $crt, key: $key} |
+   .upstreams += [{name: "extra", url: $url, prefix: "extra"}]' "$TESTDIR/good.json" >"$RC_JSON"
 kill -HUP "$rc_PID"
 wait_for "the reload" 20 grep -q 'configuration reloaded: 2 upstreams' "$rc_LOG"
 pass "SIGHUP with a configuration adding an upstream and a new certificate: reloaded"
