@@ -967,5 +967,9 @@ void	 headers_clear(struct evkeyvalq *);
 char	*log_escape(const char *);
 int	 fd_read_into(int, uint64_t, size_t, struct evbuffer *);
 int	 fd_write_all(int, const void *, size_t);
+#define FILE_READ_REGULAR	0x1	/* file_read: refuse other files */
+struct stat;
+int	 file_read(const char *, size_t, int, struct stat *, char **,
+	    size_t *, char *, size_t);
 
 #endif /* REGCACHE_H */

@@ -12,15 +12,11 @@
  */
 #include "config.h"
 
-#include <sys/stat.h>
 #include <sys/queue.h>
 #include <crypt.h>
-#include <errno.h>
-#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
@@ -227,51 +223,19 @@ int
 users_load(const char *path, struct user_entry **out, size_t *nout,
     char *err, size_t errlen)
 {
-	struct stat	 st;
-	char		*buf = NULL, msg[256];
-	size_t		 len = 0;
-	ssize_t		 r;
-	int		 fd, rc = -1;
+	char		*buf, msg[256];
+	size_t		 len;
+	int		 rc = 0;
 
-	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) == -1 ||
-	    fstat(fd, &st) == -1) {
-		snprintf(err, errlen, "%s", strerror(errno));
-		if (fd != -1)
-			close(fd);
+	if (file_read(path, USERS_FILE_MAX, FILE_READ_REGULAR, NULL, &buf,
+	    &len, err, errlen) == -1)
 		return -1;
-	}
-	if (!S_ISREG(st.st_mode)) {
-		snprintf(err, errlen, "not a regular file");
-		goto done;
-	}
-	if (st.st_size > USERS_FILE_MAX) {
-		snprintf(err, errlen, "larger than %d bytes", USERS_FILE_MAX);
-		goto done;
-	}
-	buf = xcalloc(1, (size_t)st.st_size + 1);
-	while (len < (size_t)st.st_size) {
-		r = read(fd, buf + len, (size_t)st.st_size - len);
-		if (r == -1 && errno == EINTR)
-			continue;
-		if (r == -1) {
-			snprintf(err, errlen, "%s", strerror(errno));
-			goto done;
-		}
-		if (r == 0)
-			break;
-		len += (size_t)r;
-	}
 	if (users_parse(buf, len, out, nout, msg, sizeof(msg)) == -1) {
 		snprintf(err, errlen, "%s", msg);
-		goto done;
+		rc = -1;
 	}
-	rc = 0;
- done:
-	if (buf != NULL) {
-		OPENSSL_cleanse(buf, len);
-		free(buf);
-	}
-	close(fd);
+	OPENSSL_cleanse(buf, len);
+	free(buf);
 	return rc;
 }
 
