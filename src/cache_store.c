@@ -20,7 +20,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -244,7 +243,7 @@ cache_publish(int fd, const char *tmp, const char *digest, uint64_t size,
  * lives.  The caller's completion is looked up by its id.
  */
 struct publish_job {
-	TAILQ_ENTRY(publish_job) entry;
+	struct worker_job job;		/* first: see worker.c */
 	int		 fd;
 	char		*tmp;
 	char		 path[PATH_MAX];
@@ -257,118 +256,55 @@ struct publish_job {
 	int		 ok;
 	int		 err;
 };
-TAILQ_HEAD(publish_list, publish_job);
 
-static struct {
-	pthread_t		thread;
-	int			running;
-	int			stop;
-	int			failed;
-	pthread_mutex_t		lock;
-	pthread_cond_t		cond;
-	struct publish_list	queue;
-	struct publish_list	done;
-	int			pipe[2];
-	struct event		*ev;
-} pub = { .lock = PTHREAD_MUTEX_INITIALIZER,
-	  .cond = PTHREAD_COND_INITIALIZER,
-	  .queue = TAILQ_HEAD_INITIALIZER(pub.queue),
-	  .done = TAILQ_HEAD_INITIALIZER(pub.done),
-	  .pipe = { -1, -1 } };
-
-static void *
-publish_worker(void *arg)
+/* On the worker thread: the file half. */
+static void
+publish_files(struct worker_job *wj)
 {
-	struct publish_job	*j;
-	char			 c = 1;
+	struct publish_job	*j = (struct publish_job *)wj;
 
-	pthread_mutex_lock(&pub.lock);
-	for (;;) {
-		while (TAILQ_EMPTY(&pub.queue) && !pub.stop)
-			pthread_cond_wait(&pub.cond, &pub.lock);
-		if ((j = TAILQ_FIRST(&pub.queue)) == NULL)
-			break;		/* stopping, nothing left */
-		TAILQ_REMOVE(&pub.queue, j, entry);
-		pthread_mutex_unlock(&pub.lock);
-		j->ok = store_publish_files(j->fd, j->tmp, j->path,
-		    &j->err) == 0;
-		pthread_mutex_lock(&pub.lock);
-		TAILQ_INSERT_TAIL(&pub.done, j, entry);
-		if (write(pub.pipe[1], &c, 1) == -1 && errno != EAGAIN)
-			break;
-	}
-	pthread_mutex_unlock(&pub.lock);
-	return NULL;
+	j->ok = store_publish_files(j->fd, j->tmp, j->path, &j->err) == 0;
 }
 
 /* Back on the loop: the index half and the caller's completion. */
 static void
-publish_complete(evutil_socket_t fd, short what, void *arg)
+publish_complete(struct worker_job *wj)
 {
-	struct publish_job	*j;
-	char			 buf[64];
+	struct publish_job	*j = (struct publish_job *)wj;
 
-	while (read(pub.pipe[0], buf, sizeof(buf)) > 0)
-		;
-	for (;;) {
-		pthread_mutex_lock(&pub.lock);
-		if ((j = TAILQ_FIRST(&pub.done)) != NULL)
-			TAILQ_REMOVE(&pub.done, j, entry);
-		pthread_mutex_unlock(&pub.lock);
-		if (j == NULL)
-			break;
-		if (!j->ok) {
+	if (!j->ok) {
+		errno = j->err;
+		log_warn("store: cannot publish %s", j->digest);
+	} else {
+		if (j->err != 0) {
 			errno = j->err;
-			log_warn("store: cannot publish %s", j->digest);
-		} else {
-			if (j->err != 0) {
-				errno = j->err;
-				log_warn("store: fsync of the directory of %s",
-				    j->path);
-			}
-			j->ok = store_publish_index(j->path, j->digest,
-			    j->size, NULL, j->upstream, j->repo) == 0;
+			log_warn("store: fsync of the directory of %s",
+			    j->path);
 		}
-		j->done(j->id, j->ok);
-		free(j->tmp);
-		free(j->upstream);
-		free(j->repo);
-		free(j);
+		j->ok = store_publish_index(j->path, j->digest, j->size, NULL,
+		    j->upstream, j->repo) == 0;
 	}
+	j->done(j->id, j->ok);
+	free(j->tmp);
+	free(j->upstream);
+	free(j->repo);
+	free(j);
 }
 
-static int
-publish_start(void)
-{
-	if (pub.running)
-		return 0;
-	if (pub.failed)
-		return -1;
-	if (pipe2(pub.pipe, O_CLOEXEC | O_NONBLOCK) == -1)
-		goto fail;
-	if ((pub.ev = event_new(ev_base, pub.pipe[0], EV_READ | EV_PERSIST,
-	    publish_complete, NULL)) == NULL ||
-	    event_add(pub.ev, NULL) == -1)
-		goto fail;
-	pub.stop = 0;
-	if (pthread_create(&pub.thread, NULL, publish_worker, NULL) != 0)
-		goto fail;
-	pub.running = 1;
-	return 0;
- fail:
-	/* Publish in place from now on rather than retry every time. */
-	log_warn("store: no publish worker");
-	pub.failed = 1;
-	if (pub.ev != NULL)
-		event_free(pub.ev);
-	pub.ev = NULL;
-	if (pub.pipe[0] != -1) {
-		close(pub.pipe[0]);
-		close(pub.pipe[1]);
-	}
-	pub.pipe[0] = pub.pipe[1] = -1;
-	return -1;
-}
+/*
+ * When no thread can be had, fills are published in place from then on
+ * rather than retrying every time.  At shutdown every queued publish is
+ * finished: a verified fill ends up stored.
+ */
+static struct worker publish_worker = {
+	WORKER_INIT(publish_worker),
+	.w_subsystem = "store",
+	.w_name = "publish",
+	.w_drain = 1,
+	.w_run = publish_files,
+	.w_complete = publish_complete,
+	.w_discard = NULL,
+};
 
 /*
  * Publish a verified fill in the background; done(id, ok) runs on the
@@ -382,7 +318,7 @@ cache_publish_async(int fd, const char *tmp, const char *digest,
 {
 	struct publish_job	*j;
 
-	if (ev_base == NULL || publish_start() == -1) {
+	if (worker_start(&publish_worker) == -1) {
 		done(id, cache_publish(fd, tmp, digest, size, NULL, upstream,
 		    repo) == 0);
 		return;
@@ -398,30 +334,14 @@ cache_publish_async(int fd, const char *tmp, const char *digest,
 	j->repo = xstrdup(repo);
 	j->id = id;
 	j->done = done;
-	pthread_mutex_lock(&pub.lock);
-	TAILQ_INSERT_TAIL(&pub.queue, j, entry);
-	pthread_cond_signal(&pub.cond);
-	pthread_mutex_unlock(&pub.lock);
+	worker_queue(&publish_worker, &j->job);
 }
 
 /* Finish every queued publish, then stop the worker (at shutdown). */
 void
 cache_publish_drain(void)
 {
-	if (!pub.running)
-		return;
-	pthread_mutex_lock(&pub.lock);
-	pub.stop = 1;
-	pthread_cond_signal(&pub.cond);
-	pthread_mutex_unlock(&pub.lock);
-	pthread_join(pub.thread, NULL);
-	pub.running = 0;
-	publish_complete(-1, 0, NULL);
-	event_free(pub.ev);
-	pub.ev = NULL;
-	close(pub.pipe[0]);
-	close(pub.pipe[1]);
-	pub.pipe[0] = pub.pipe[1] = -1;
+	worker_stop(&publish_worker);
 }
 
 /*

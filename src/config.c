@@ -2305,43 +2305,14 @@ static int
 read_file(const char *path, char **out, size_t *outlen, char *err,
     size_t errlen)
 {
-	struct stat	 st;
-	char		*buf = NULL, msg[256];
-	size_t		 len = 0;
-	ssize_t		 r;
-	int		 fd;
+	char	 msg[256];
 
-	if ((fd = file_open_regular(path, &st, msg, sizeof(msg))) == -1) {
+	if (file_read(path, CONFIG_FILE_MAX, FILE_READ_REGULAR, NULL, out,
+	    outlen, msg, sizeof(msg)) == -1) {
 		seterr(err, errlen, "%s: %s", path, msg);
 		return -1;
 	}
-	if (st.st_size > CONFIG_FILE_MAX) {
-		seterr(err, errlen, "%s: larger than %d bytes", path,
-		    CONFIG_FILE_MAX);
-		goto fail;
-	}
-	buf = xcalloc(1, (size_t)st.st_size + 1);
-	while (len < (size_t)st.st_size) {
-		r = read(fd, buf + len, (size_t)st.st_size - len);
-		if (r == -1 && errno == EINTR)
-			continue;
-		if (r == -1) {
-			seterr(err, errlen, "%s: %s", path, strerror(errno));
-			goto fail;
-		}
-		if (r == 0)
-			break;
-		len += (size_t)r;
-	}
-	close(fd);
-	*out = buf;
-	*outlen = len;
 	return 0;
-
- fail:
-	free(buf);
-	close(fd);
-	return -1;
 }
 
 /*

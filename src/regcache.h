@@ -10,6 +10,7 @@
 
 #include <sys/types.h>
 #include <sys/queue.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -524,6 +525,43 @@ int	 access_check(const struct access_cfg *, const char *, const char *,
 	    const char *);
 int	 access_anonymous_allowed(const struct access_cfg *);
 
+/*
+ * worker.c: one thread for jobs too slow for the loop; completions run
+ * back on the loop.  The owner sets the first six members; the rest is
+ * worker.c's, initialised by WORKER_INIT(the variable).
+ */
+struct worker_job {
+	TAILQ_ENTRY(worker_job)	 wj_entry;	/* first in the owner's job */
+};
+TAILQ_HEAD(worker_jobs, worker_job);
+struct worker {
+	const char		*w_subsystem;	/* "auth: no password worker" */
+	const char		*w_name;
+	int			 w_drain;	/* run queued jobs at stop */
+	void			(*w_run)(struct worker_job *);	/* thread */
+	void			(*w_complete)(struct worker_job *); /* loop */
+	void			(*w_discard)(struct worker_job *); /* stop */
+	pthread_t		 w_thread;
+	int			 w_running;
+	int			 w_stop;
+	int			 w_failed;
+	pthread_mutex_t		 w_lock;
+	pthread_cond_t		 w_cond;
+	struct worker_jobs	 w_queue;
+	struct worker_jobs	 w_done;
+	int			 w_pipe[2];
+	struct event		*w_ev;
+};
+#define WORKER_INIT(w)						\
+	.w_lock = PTHREAD_MUTEX_INITIALIZER,				\
+	.w_cond = PTHREAD_COND_INITIALIZER,				\
+	.w_queue = TAILQ_HEAD_INITIALIZER((w).w_queue),			\
+	.w_done = TAILQ_HEAD_INITIALIZER((w).w_done),			\
+	.w_pipe = { -1, -1 }
+int	 worker_start(struct worker *);
+void	 worker_queue(struct worker *, struct worker_job *);
+void	 worker_stop(struct worker *);
+
 /* users.c: htpasswd users; passwords are checked on a worker thread. */
 #define USERS_NAME_MAX		255
 #define USERS_PASSWORD_MAX	255
@@ -929,5 +967,9 @@ void	 headers_clear(struct evkeyvalq *);
 char	*log_escape(const char *);
 int	 fd_read_into(int, uint64_t, size_t, struct evbuffer *);
 int	 fd_write_all(int, const void *, size_t);
+#define FILE_READ_REGULAR	0x1	/* file_read: refuse other files */
+struct stat;
+int	 file_read(const char *, size_t, int, struct stat *, char **,
+	    size_t *, char *, size_t);
 
 #endif /* REGCACHE_H */

@@ -10,14 +10,11 @@
 #include "config.h"
 
 #include <sys/stat.h>
-#include <errno.h>
-#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <time.h>
-#include <unistd.h>
 
 #include <jansson.h>
 #include <openssl/crypto.h>
@@ -52,14 +49,22 @@ struct cred {
 static void	cred_fetch(struct cred *);
 
 /* Warns when a file holding secrets can be read by other users. */
+static void
+secret_mode_warn(const char *what, const char *path, mode_t mode)
+{
+	if (mode & S_IROTH)
+		log_warnx("%s %s is readable by other users (mode %04o); "
+		    "chmod o-r it", what, path, (unsigned)(mode & 07777));
+}
+
+/* The same for a file already open (the configuration file). */
 void
 secret_file_check_mode(const char *what, const char *path, int fd)
 {
 	struct stat	 st;
 
-	if (fstat(fd, &st) == 0 && (st.st_mode & S_IROTH))
-		log_warnx("%s %s is readable by other users (mode %04o); "
-		    "chmod o-r it", what, path, (unsigned)(st.st_mode & 07777));
+	if (fstat(fd, &st) == 0)
+		secret_mode_warn(what, path, st.st_mode);
 }
 
 /*
@@ -70,47 +75,27 @@ int
 secret_file_read(const char *what, const char *path, int check_mode,
     char **out, size_t *outlen, char *err, size_t errlen)
 {
-	char	*buf;
-	size_t	 len = 0;
-	ssize_t	 n;
-	int	 fd;
+	struct stat	 st;
+	char		*buf, msg[256];
+	size_t		 len;
+	int		 rc;
 
-	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) == -1) {
-		snprintf(err, errlen, "%s \"%s\": %s", what, path,
-		    strerror(errno));
+	/* Zero, so that a file that could not be opened warns of nothing. */
+	memset(&st, 0, sizeof(st));
+	rc = file_read(path, SECRET_FILE_MAX, 0, &st, &buf, &len, msg,
+	    sizeof(msg));
+	if (check_mode)
+		secret_mode_warn(what, path, st.st_mode);
+	if (rc == -1) {
+		snprintf(err, errlen, "%s \"%s\": %s", what, path, msg);
 		return -1;
 	}
-	if (check_mode)
-		secret_file_check_mode(what, path, fd);
-	buf = xcalloc(1, SECRET_FILE_MAX + 1);
-	while (len < SECRET_FILE_MAX && (n = read(fd, buf + len,
-	    SECRET_FILE_MAX - len)) != 0) {
-		if (n == -1) {
-			if (errno == EINTR)
-				continue;
-			snprintf(err, errlen, "%s \"%s\": %s", what, path,
-			    strerror(errno));
-			goto fail;
-		}
-		len += (size_t)n;
-	}
-	if (len == SECRET_FILE_MAX) {
-		snprintf(err, errlen, "%s \"%s\": larger than %d bytes", what,
-		    path, SECRET_FILE_MAX);
-		goto fail;
-	}
-	close(fd);
 	while (len > 0 && (buf[len - 1] == '\n' || buf[len - 1] == '\r'))
 		buf[--len] = '\0';
 	*out = buf;
 	if (outlen != NULL)
 		*outlen = len;
 	return 0;
- fail:
-	close(fd);
-	OPENSSL_cleanse(buf, SECRET_FILE_MAX);
-	free(buf);
-	return -1;
 }
 
 /* The host of a docker config.json "auths" key, without scheme or path. */

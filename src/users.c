@@ -12,16 +12,11 @@
  */
 #include "config.h"
 
-#include <sys/stat.h>
 #include <sys/queue.h>
 #include <crypt.h>
-#include <errno.h>
-#include <fcntl.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
@@ -47,7 +42,7 @@ struct users_hit {
 
 /* One check for the worker. */
 struct users_job {
-	TAILQ_ENTRY(users_job)	 entry;
+	struct worker_job	 job;		/* first: see worker.c */
 	uint64_t		 id;
 	void			(*done)(uint64_t, int);
 	char			*hash;		/* a copy, a stand-in or NULL */
@@ -57,7 +52,6 @@ struct users_job {
 	int			 ok;
 	uint64_t		 gen;		/* users_gen when queued */
 };
-TAILQ_HEAD(users_jobs, users_job);
 
 static TAILQ_HEAD(users_hits_head, users_hit) users_hits =
 	TAILQ_HEAD_INITIALIZER(users_hits);
@@ -65,24 +59,7 @@ static size_t			 users_nhits;
 static uint64_t			 users_gen;	/* bumped by a reload */
 static unsigned char		 users_mac_key[32];
 static int			 users_mac_keyed;
-
-static struct {
-	pthread_t		thread;
-	int			running;
-	int			stop;
-	int			failed;
-	pthread_mutex_t		lock;
-	pthread_cond_t		cond;
-	struct users_jobs	queue;
-	struct users_jobs	done;
-	int			pending;	/* queued, running or done */
-	int			pipe[2];
-	struct event		*ev;
-} uw = { .lock = PTHREAD_MUTEX_INITIALIZER,
-	 .cond = PTHREAD_COND_INITIALIZER,
-	 .queue = TAILQ_HEAD_INITIALIZER(uw.queue),
-	 .done = TAILQ_HEAD_INITIALIZER(uw.done),
-	 .pipe = { -1, -1 } };
+static int			 users_pending;	/* queued, running or done */
 
 /* A user name as htpasswd and Basic auth allow it: printable, no ':'. */
 int
@@ -246,51 +223,19 @@ int
 users_load(const char *path, struct user_entry **out, size_t *nout,
     char *err, size_t errlen)
 {
-	struct stat	 st;
-	char		*buf = NULL, msg[256];
-	size_t		 len = 0;
-	ssize_t		 r;
-	int		 fd, rc = -1;
+	char		*buf, msg[256];
+	size_t		 len;
+	int		 rc = 0;
 
-	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) == -1 ||
-	    fstat(fd, &st) == -1) {
-		snprintf(err, errlen, "%s", strerror(errno));
-		if (fd != -1)
-			close(fd);
+	if (file_read(path, USERS_FILE_MAX, FILE_READ_REGULAR, NULL, &buf,
+	    &len, err, errlen) == -1)
 		return -1;
-	}
-	if (!S_ISREG(st.st_mode)) {
-		snprintf(err, errlen, "not a regular file");
-		goto done;
-	}
-	if (st.st_size > USERS_FILE_MAX) {
-		snprintf(err, errlen, "larger than %d bytes", USERS_FILE_MAX);
-		goto done;
-	}
-	buf = xcalloc(1, (size_t)st.st_size + 1);
-	while (len < (size_t)st.st_size) {
-		r = read(fd, buf + len, (size_t)st.st_size - len);
-		if (r == -1 && errno == EINTR)
-			continue;
-		if (r == -1) {
-			snprintf(err, errlen, "%s", strerror(errno));
-			goto done;
-		}
-		if (r == 0)
-			break;
-		len += (size_t)r;
-	}
 	if (users_parse(buf, len, out, nout, msg, sizeof(msg)) == -1) {
 		snprintf(err, errlen, "%s", msg);
-		goto done;
+		rc = -1;
 	}
-	rc = 0;
- done:
-	if (buf != NULL) {
-		OPENSSL_cleanse(buf, len);
-		free(buf);
-	}
-	close(fd);
+	OPENSSL_cleanse(buf, len);
+	free(buf);
 	return rc;
 }
 
@@ -413,8 +358,10 @@ users_cache_add(const unsigned char mac[USERS_MAC_LEN])
 
 /* Frees a job, wiping what it knew. */
 static void
-users_job_free(struct users_job *j)
+users_job_free(struct worker_job *wj)
 {
+	struct users_job	*j = (struct users_job *)wj;
+
 	if (j->password != NULL) {
 		OPENSSL_cleanse(j->password, strlen(j->password));
 		free(j->password);
@@ -427,92 +374,48 @@ users_job_free(struct users_job *j)
 	free(j);
 }
 
-static void *
-users_worker(void *arg)
-{
-	struct users_job	*j;
-	char			 c = 1;
-
-	pthread_mutex_lock(&uw.lock);
-	for (;;) {
-		while (TAILQ_EMPTY(&uw.queue) && !uw.stop)
-			pthread_cond_wait(&uw.cond, &uw.lock);
-		if (uw.stop)
-			break;
-		j = TAILQ_FIRST(&uw.queue);
-		TAILQ_REMOVE(&uw.queue, j, entry);
-		pthread_mutex_unlock(&uw.lock);
-		/* An unknown user costs as much as a known one, so the time
-		 * of an answer does not tell which names exist. */
-		j->ok = j->hash != NULL &&
-		    users_hash_check(j->hash, j->password) && j->known;
-		OPENSSL_cleanse(j->password, strlen(j->password));
-		pthread_mutex_lock(&uw.lock);
-		TAILQ_INSERT_TAIL(&uw.done, j, entry);
-		if (write(uw.pipe[1], &c, 1) == -1 && errno != EAGAIN)
-			break;
-	}
-	pthread_mutex_unlock(&uw.lock);
-	return NULL;
-}
-
-/* Back on the loop: remember good passwords and tell the callers. */
+/* On the worker thread: the check itself. */
 static void
-users_complete(evutil_socket_t fd, short what, void *arg)
+users_check(struct worker_job *wj)
 {
-	struct users_job	*j;
-	char			 buf[64];
+	struct users_job	*j = (struct users_job *)wj;
 
-	while (read(uw.pipe[0], buf, sizeof(buf)) > 0)
-		;
-	for (;;) {
-		pthread_mutex_lock(&uw.lock);
-		if ((j = TAILQ_FIRST(&uw.done)) != NULL)
-			TAILQ_REMOVE(&uw.done, j, entry);
-		pthread_mutex_unlock(&uw.lock);
-		if (j == NULL)
-			break;
-		uw.pending--;
-		/* Checked against a hash a reload may have replaced. */
-		if (j->ok && j->gen == users_gen)
-			users_cache_add(j->mac);
-		j->done(j->id, j->ok);
-		users_job_free(j);
-	}
+	/* An unknown user costs as much as a known one, so the time of an
+	 * answer does not tell which names exist. */
+	j->ok = j->hash != NULL && users_hash_check(j->hash, j->password) &&
+	    j->known;
+	OPENSSL_cleanse(j->password, strlen(j->password));
 }
 
-static int
-users_worker_start(void)
+/* Back on the loop: remember a good password and tell the caller. */
+static void
+users_complete(struct worker_job *wj)
 {
-	if (uw.running)
-		return 0;
-	if (uw.failed || ev_base == NULL)
-		return -1;
-	if (pipe2(uw.pipe, O_CLOEXEC | O_NONBLOCK) == -1)
-		goto fail;
-	if ((uw.ev = event_new(ev_base, uw.pipe[0], EV_READ | EV_PERSIST,
-	    users_complete, NULL)) == NULL || event_add(uw.ev, NULL) == -1)
-		goto fail;
-	uw.stop = 0;
-	if (pthread_create(&uw.thread, NULL, users_worker, NULL) != 0)
-		goto fail;
-	uw.running = 1;
-	return 0;
- fail:
-	/* Never check on the loop instead: one bcrypt would stall every
-	 * client.  Token requests with a password fail from now on. */
-	log_warn("auth: no password worker");
-	uw.failed = 1;
-	if (uw.ev != NULL)
-		event_free(uw.ev);
-	uw.ev = NULL;
-	if (uw.pipe[0] != -1) {
-		close(uw.pipe[0]);
-		close(uw.pipe[1]);
-	}
-	uw.pipe[0] = uw.pipe[1] = -1;
-	return -1;
+	struct users_job	*j = (struct users_job *)wj;
+
+	users_pending--;
+	/* Checked against a hash a reload may have replaced. */
+	if (j->ok && j->gen == users_gen)
+		users_cache_add(j->mac);
+	j->done(j->id, j->ok);
+	users_job_free(wj);
 }
+
+/*
+ * Never check on the loop when no thread can be had: one bcrypt would
+ * stall every client.  Token requests with a password fail instead.  At
+ * shutdown the checks not answered yet are dropped: their requests are
+ * gone.
+ */
+static struct worker users_worker = {
+	WORKER_INIT(users_worker),
+	.w_subsystem = "auth",
+	.w_name = "password",
+	.w_drain = 0,
+	.w_run = users_check,
+	.w_complete = users_complete,
+	.w_discard = users_job_free,
+};
 
 /*
  * Check user's password.  USERS_GOOD when it checked out within the last
@@ -532,7 +435,8 @@ users_verify(const struct access_cfg *ac, const char *user,
 		OPENSSL_cleanse(mac, sizeof(mac));
 		return USERS_GOOD;
 	}
-	if (uw.pending >= USERS_QUEUE_MAX || users_worker_start() == -1) {
+	if (users_pending >= USERS_QUEUE_MAX ||
+	    worker_start(&users_worker) == -1) {
 		OPENSSL_cleanse(mac, sizeof(mac));
 		return USERS_BUSY;
 	}
@@ -550,11 +454,8 @@ users_verify(const struct access_cfg *ac, const char *user,
 	j->password = xstrdup(password);
 	memcpy(j->mac, mac, sizeof(mac));
 	OPENSSL_cleanse(mac, sizeof(mac));
-	pthread_mutex_lock(&uw.lock);
-	TAILQ_INSERT_TAIL(&uw.queue, j, entry);
-	uw.pending++;
-	pthread_cond_signal(&uw.cond);
-	pthread_mutex_unlock(&uw.lock);
+	users_pending++;
+	worker_queue(&users_worker, &j->job);
 	return USERS_QUEUED;
 }
 
@@ -580,31 +481,8 @@ users_cache_flush(void)
 void
 users_shutdown(void)
 {
-	struct users_job	*j;
-
-	if (uw.running) {
-		pthread_mutex_lock(&uw.lock);
-		uw.stop = 1;
-		pthread_cond_signal(&uw.cond);
-		pthread_mutex_unlock(&uw.lock);
-		pthread_join(uw.thread, NULL);
-		uw.running = 0;
-		event_free(uw.ev);
-		uw.ev = NULL;
-		close(uw.pipe[0]);
-		close(uw.pipe[1]);
-		uw.pipe[0] = uw.pipe[1] = -1;
-	}
-	/* Nobody waits for these any more: their requests are gone. */
-	while ((j = TAILQ_FIRST(&uw.queue)) != NULL) {
-		TAILQ_REMOVE(&uw.queue, j, entry);
-		users_job_free(j);
-	}
-	while ((j = TAILQ_FIRST(&uw.done)) != NULL) {
-		TAILQ_REMOVE(&uw.done, j, entry);
-		users_job_free(j);
-	}
-	uw.pending = 0;
+	worker_stop(&users_worker);
+	users_pending = 0;
 	users_cache_flush();
 	OPENSSL_cleanse(users_mac_key, sizeof(users_mac_key));
 	users_mac_keyed = 0;

@@ -1,12 +1,13 @@
 /*
  * Small helpers shared by every file: allocation that cannot fail, URLs,
- * base64, query strings, times and header lists.
+ * base64, query strings, times, header lists and small files.
  */
 #include "config.h"
 
 #include <sys/stat.h>
 #include <ctype.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -577,4 +578,90 @@ fd_write_all(int fd, const void *buf, size_t len)
 		len -= (size_t)n;
 	}
 	return 0;
+}
+
+/*
+ * Read a whole small file (a configuration, an htpasswd or a secret file)
+ * into *out: malloc'd, NUL-terminated, *outlen bytes before the NUL.  More
+ * than max bytes is an error; with FILE_READ_REGULAR so is anything but a
+ * regular file.  A regular file's size is checked before reading; other
+ * files (a pipe, /proc) are read to their end.  *st, when st is not NULL,
+ * gets the file's status as soon as it is open, also when reading then
+ * fails.  On error the reason, without the path, goes to err and what was
+ * read is wiped: the file may hold a secret.
+ */
+int
+file_read(const char *path, size_t max, int flags, struct stat *st,
+    char **out, size_t *outlen, char *err, size_t errlen)
+{
+	struct stat	 sb;
+	char		*buf = NULL, *nbuf;
+	size_t		 len = 0, cap, ncap;
+	ssize_t		 r;
+	int		 fd;
+
+	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) == -1 ||
+	    fstat(fd, &sb) == -1) {
+		snprintf(err, errlen, "%s", strerror(errno));
+		if (fd != -1)
+			close(fd);
+		return -1;
+	}
+	if (st != NULL)
+		*st = sb;
+	if ((flags & FILE_READ_REGULAR) && !S_ISREG(sb.st_mode)) {
+		snprintf(err, errlen, "not a regular file");
+		goto fail;
+	}
+	if (S_ISREG(sb.st_mode) && (uint64_t)sb.st_size > max) {
+		snprintf(err, errlen, "larger than %zu bytes", max);
+		goto fail;
+	}
+	/* One byte beyond the expected size, so the end is seen without
+	 * growing the buffer. */
+	if (S_ISREG(sb.st_mode))
+		cap = (size_t)sb.st_size + 1;
+	else
+		cap = max < 4096 ? max + 1 : 4096;
+	buf = xcalloc(1, cap + 1);
+	for (;;) {
+		if (len == cap) {
+			if (len > max) {
+				snprintf(err, errlen, "larger than %zu bytes",
+				    max);
+				goto fail;
+			}
+			ncap = cap < 2048 ? 4096 : cap * 2;
+			if (ncap > max + 1)
+				ncap = max + 1;
+			nbuf = xcalloc(1, ncap + 1);
+			memcpy(nbuf, buf, len);
+			OPENSSL_cleanse(buf, cap);
+			free(buf);
+			buf = nbuf;
+			cap = ncap;
+		}
+		r = read(fd, buf + len, cap - len);
+		if (r == -1 && errno == EINTR)
+			continue;
+		if (r == -1) {
+			snprintf(err, errlen, "%s", strerror(errno));
+			goto fail;
+		}
+		if (r == 0)
+			break;
+		len += (size_t)r;
+	}
+	close(fd);
+	*out = buf;
+	*outlen = len;
+	return 0;
+
+ fail:
+	if (buf != NULL) {
+		OPENSSL_cleanse(buf, cap);
+		free(buf);
+	}
+	close(fd);
+	return -1;
 }

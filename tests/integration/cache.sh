@@ -69,24 +69,8 @@ regcache_start rc "{
 }"
 
 # --- counting what reached an upstream ------------------------------------------
-# up_mark NAME: start counting NAME's requests from here.
-up_mark() { printf -v "MARK_$1" '%s' "$(wc -l <"$(_rv "$1" LOG)")"; }
-# up_since NAME: print "METHOD URI" for every request regcache made to the
-# registry NAME since up_mark.  A request of our own marks the end: once
-# the registry logged it, it has logged everything regcache's finished
-# requests made before.
-up_since() {
-  local name=$1 log mark tok
-  log=$(_rv "$name" LOG)
-  mark=MARK_$name
-  mark=${!mark}
-  tok=settle-$RANDOM$RANDOM
-  tcurl -o /dev/null "$(_rv "$name" URL)/v2/?$tok" || true
-  wait_for "$name to log $tok" 10 grep -q -- "$tok" "$log" >&2 || return 1
-  tail -n +"$((mark + 1))" "$log" | grep -E 'msg="response completed' |
-    grep -F 'http.request.useragent=regcache/' |
-    sed -E 's/.* http\.request\.method=([A-Z]+) .*http\.request\.uri="?([^" ]*)"? .*/\1 \2/'
-}
+# registry_mark NAME / registry_since NAME (tests/lib/registry.sh): what
+# regcache asked the registry NAME since the mark.
 # count WHAT PATTERN: lines of the text WHAT matching the ERE PATTERN.
 count() { grep -cE -- "$2" <<<"$1" || true; }
 show() { diag "upstream requests: $(printf '%s' "$1" | tr '\n' ';')"; }
@@ -113,10 +97,10 @@ status_of() { tr -d '\r' <"$1" | awk 'NR == 1 { print $2 }'; }
 ttl_passed() { [ $((($(date +%s%N) - $1) / 1000000)) -ge "$2" ]; }
 
 # --- 1. within the TTL: no upstream request at all -------------------------------
-up_mark up
+registry_mark up
 check "cold pull of test/single through regcache verifies" \
   pull_verify test/single:latest "$TESTDIR/o-single1" "${DIGEST[single]}"
-R=$(up_since up)
+R=$(registry_since up)
 NBLOBS=$(jq -r '(.config.digest), (.layers[].digest)' "$TESTDIR/o-single1/manifest.json" | sort -u | wc -l)
 cold_counts() {
   [ "$(count "$R" '^GET /v2/test/single/manifests/latest$')" -eq 1 ] &&
@@ -126,10 +110,10 @@ cold_counts() {
 show "$R"
 check "the cold pull made 1 manifest GET and 1 GET per blob ($NBLOBS), no HEAD" cold_counts
 
-up_mark up
+registry_mark up
 check "second pull of test/single verifies" \
   pull_verify test/single:latest "$TESTDIR/o-single2" "${DIGEST[single]}"
-R=$(up_since up)
+R=$(registry_since up)
 show "$R"
 ok "$([ -z "$R" ]; echo $?)" "the second pull within the TTL made 0 upstream requests"
 n=$(count_lines "$rc_LOG" '"GET /v2/test/single/(manifests|blobs)/[^" ]* HTTP/1\.[01]" 200 '"$AL_REST"' up=up cache=HIT$')
@@ -144,7 +128,7 @@ LAYER_FILE=$TESTDIR/o-single1/${LAYER#sha256:}
 LAYER_SIZE=$(stat -c %s "$LAYER_FILE")
 MF_SIZE=$(stat -c %s "$TESTDIR/o-single1/manifest.json")
 H=$TESTDIR/h
-up_mark up
+registry_mark up
 
 head_blob() {
   tcurl -I -o /dev/null -D "$H" "$rc_URL/v2/test/single/blobs/$LAYER" || return 1
@@ -212,7 +196,7 @@ inm_other() {
 }
 check "If-None-Match with another digest: 200 and ETag \"<digest>\"" inm_other
 
-R=$(up_since up)
+R=$(registry_since up)
 show "$R"
 ok "$([ -z "$R" ]; echo $?)" "HEAD, Range and If-None-Match on cached content made 0 upstream requests"
 
@@ -226,15 +210,15 @@ missing() {
     jq -e '.errors[0].code == "MANIFEST_UNKNOWN"' "$TESTDIR/neg.body" >/dev/null || return 1
   [ -z "$1" ] || [ "$(hdr "$H" X-Cache)" = "$1" ]
 }
-up_mark up
+registry_mark up
 check "a missing tag: 404 MANIFEST_UNKNOWN" missing ""
-R=$(up_since up)
+R=$(registry_since up)
 show "$R"
 ok "$([ "$(count "$R" '^GET /v2/test/single/manifests/nosuchtag$')" -eq 1 ]; echo $?)" \
   "the first request for the missing tag asked the upstream once"
-up_mark up
+registry_mark up
 check "the missing tag again: 404 MANIFEST_UNKNOWN" missing ""
-R=$(up_since up)
+R=$(registry_since up)
 show "$R"
 ok "$([ -z "$R" ]; echo $?)" "the second request within negative_ttl made 0 upstream requests"
 n=$(count_lines "$rc_LOG" '"GET /v2/test/single/manifests/nosuchtag HTTP/1\.[01]" 404 '"$AL_REST"' up=up cache=HIT$')
@@ -242,19 +226,19 @@ ok "$([ "$n" -eq 1 ]; echo $?)" "the access log says HIT for the remembered 404 
 ok "$([ "$(hdr "$H" X-Cache)" = HIT ]; echo $?)" "the remembered 404 carries X-Cache: HIT"
 
 # --- 4. indexes and a client that accepts less ----------------------------------------
-up_mark up
+registry_mark up
 check "test/list (Docker manifest list) with --all verifies" \
   pull_verify test/list:latest "$TESTDIR/o-list1" "${DIGEST[list]}" --all
 check "test/index (OCI index) with --all verifies" \
   pull_verify test/index:latest "$TESTDIR/o-index1" "${DIGEST[index]}" --all
-R=$(up_since up)
+R=$(registry_since up)
 show "$R"
-up_mark up
+registry_mark up
 check "test/list with --all again verifies" \
   pull_verify test/list:latest "$TESTDIR/o-list2" "${DIGEST[list]}" --all
 check "test/index with --all again verifies" \
   pull_verify test/index:latest "$TESTDIR/o-index2" "${DIGEST[index]}" --all
-R=$(up_since up)
+R=$(registry_since up)
 show "$R"
 ok "$([ -z "$R" ]; echo $?)" "the repeated --all pulls within the TTL made 0 upstream requests"
 
@@ -281,7 +265,7 @@ narrow() {
 }
 AMD64=$(jq -r '.manifests[] | select(.platform.architecture == "amd64") | .digest' \
   "$TESTDIR/o-list1/manifest.json")
-up_mark up
+registry_mark up
 check "Accept: Docker schema2 only, on the manifest list: what the registry gives (200, the same manifest)" \
   narrow test/list "$DOCKER_V2" 200
 ok "$([ "$(hdr "$TESTDIR/n-rc.h" Docker-Content-Digest)" = "$AMD64" ] &&
@@ -289,20 +273,20 @@ ok "$([ "$(hdr "$TESTDIR/n-rc.h" Docker-Content-Digest)" = "$AMD64" ] &&
   "that is the linux/amd64 schema2 manifest, not the list"
 check "Accept: Docker schema2 only, on the OCI index: what the registry gives (404)" \
   narrow test/index "$DOCKER_V2" 404
-R=$(up_since up)
+R=$(registry_since up)
 show "$R"
 ok "$([ "$(count "$R" '^GET /v2/test/(list|index)/manifests/latest$')" -eq 2 ]; echo $?)" \
   "each narrower Accept asked the upstream once"
-up_mark up
+registry_mark up
 check "the narrow Accept again on the list: the same answer" narrow test/list "$DOCKER_V2" 200
 ok "$([ "$(hdr "$TESTDIR/n-rc.h" X-Cache)" = HIT ]; echo $?)" "… from the cache (X-Cache: HIT)"
 check "the narrow Accept again on the index: the same answer" narrow test/index "$DOCKER_V2" 404
-R=$(up_since up)
+R=$(registry_since up)
 show "$R"
 ok "$([ -z "$R" ]; echo $?)" "the repeats within the TTL made 0 upstream requests"
 
 # --- 5. 20 concurrent cold pulls ----------------------------------------------------------
-up_mark up
+registry_mark up
 for i in $(seq "$NCONC"); do
   spawn "conc$i" skopeo_run copy --quiet --src-tls-verify=false \
     "docker://$rc_ADDR/test/conc:latest" "dir:$TESTDIR/o-conc$i"
@@ -323,7 +307,7 @@ for i in $(seq "$NCONC"); do
   fi
 done
 ok "$fails" "all $NCONC concurrent cold pulls of test/conc verify ($fails failed)"
-R=$(up_since up)
+R=$(registry_since up)
 CBLOBS=$(jq -r '(.config.digest), (.layers[].digest)' "$TESTDIR/img-conc/blobs/sha256/${DIGEST[conc]#sha256:}" | sort -u)
 once_each() {
   local d n bad=0
@@ -344,21 +328,21 @@ ok "$([ "$(count_lines "$rc_LOG" '"GET /v2/test/conc/blobs/[^" ]* HTTP/1\.[01]" 
   "every blob answer of the $NCONC pulls was a 200 from the fill or the cache"
 
 # --- 6. after the TTL: one HEAD per tag; a moved tag --------------------------------------
-up_mark ttlreg
+registry_mark ttlreg
 check "short/test/app:v1 cold pull verifies" \
   pull_verify short/test/app:v1 "$TESTDIR/o-app1" "${DIGEST[appA]}"
 check "short/test/idx:latest cold pull with --all verifies" \
   pull_verify short/test/idx:latest "$TESTDIR/o-idx1" "${DIGEST[idx]}" --all
 T=$(date +%s%N)
-R=$(up_since ttlreg)
+R=$(registry_since ttlreg)
 show "$R"
 wait_for "tag_ttl (2 s) to pass" 10 ttl_passed "$T" 2200
-up_mark ttlreg
+registry_mark ttlreg
 check "short/test/app:v1 after the TTL verifies" \
   pull_verify short/test/app:v1 "$TESTDIR/o-app2" "${DIGEST[appA]}"
 check "short/test/idx:latest with --all after the TTL verifies" \
   pull_verify short/test/idx:latest "$TESTDIR/o-idx2" "${DIGEST[idx]}" --all
-R=$(up_since ttlreg)
+R=$(registry_since ttlreg)
 show "$R"
 reval_counts() {
   [ "$(count "$R" '^HEAD /v2/test/app/manifests/v1$')" -eq 1 ] &&
@@ -374,11 +358,11 @@ ok "$([ "$n" -eq 2 ]; echo $?)" "the access log says REVALIDATED for both tags (
 registry_push_dir ttlreg "$TESTDIR/img-appB" test/app:v1 >/dev/null
 T=$(date +%s%N)
 wait_for "tag_ttl (2 s) to pass" 10 ttl_passed "$T" 2200
-up_mark ttlreg
+registry_mark ttlreg
 check "short/test/app:v1 after it moved upstream: the new image arrives and verifies" \
   pull_verify short/test/app:v1 "$TESTDIR/o-app3" "${DIGEST[appB]}"
 T_B=$(date +%s%N)
-R=$(up_since ttlreg)
+R=$(registry_since ttlreg)
 show "$R"
 NEWB=$(jq -r '(.config.digest), (.layers[].digest)' "$TESTDIR/o-app3/manifest.json" | sort -u | wc -l)
 moved_counts() {

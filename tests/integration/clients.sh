@@ -35,6 +35,8 @@ set -eu
 . "$SRCDIR/tests/lib/registry.sh"
 # shellcheck source=../lib/regcache.sh
 . "$SRCDIR/tests/lib/regcache.sh"
+# shellcheck source=../lib/clients.sh
+. "$SRCDIR/tests/lib/clients.sh"
 
 require_cmd docker-registry skopeo python3 curl jq timeout setsid unshare
 require_regcache
@@ -186,58 +188,7 @@ pulled() {
   [ "$2" -eq 0 ] || { diag "exit status $2:" "$(grep -v 'level=debug' "$3" | tail -n 30)"; dump_logs rc; }
 }
 
-# skip_n REASON NAME...: report each named test as skipped.
-skip_n() {
-  local reason=$1
-  shift
-  for n; do skip "$n" "$reason"; done
-}
-
-# reason_from LOG: a one-line reason from a daemon's log (its last error).
-reason_from() {
-  local r
-  r=$(grep -iE 'level=(fatal|error)|failed|error' "$1" 2>/dev/null | tail -n 1 |
-    sed -E 's/^.*msg="(([^"\\]|\\.)*)".*$/\1/' | cut -c1-200)
-  [ -n "$r" ] || r=$(tail -n 1 "$1" 2>/dev/null | cut -c1-200)
-  printf '%s' "${r:-no output}" | tr '\n#' '  '
-}
-
-# up_or_dead PID CMD...: CMD succeeds or PID has exited (for wait_for: stop
-# waiting as soon as either is known).
-up_or_dead() {
-  local pid=$1
-  shift
-  "$@" >/dev/null 2>&1 || ! pid_alive "$pid"
-}
-
-# stop_group NAME: stop a daemon started with setsid (so it leads its own
-# process group): TERM and wait, then KILL whatever is left of the group
-# (dockerd's containerd, shims).
-stop_group() {
-  local pid_var="${1}_PID" pid
-  pid=${!pid_var}
-  stop "$1"
-  kill -KILL -- "-$pid" 2>/dev/null || true
-}
-
-# ISOLATE: a command prefix that runs a client in a private mount namespace
-# with an empty tmpfs over /run and /var/lib.  Every path the clients allow
-# is configured into $TESTDIR, but some are hard-coded: dockerd 20.10 creates
-# /run/docker/plugins, podman 4.3 writes
-# /var/lib/containers/cache/blob-info-cache-v1.boltdb.  In the namespace
-# those land in the tmpfs and vanish with the client.  (mount -n: no
-# /run/mount/utab on the host.)  A directory holding $TESTDIR is not covered.
-# Without namespaces the clients are skipped rather than let loose on /run.
-iso_dirs=()
-for _d in /run /var/lib; do
-  case $TESTDIR/ in "$_d"/*) ;; *) iso_dirs+=("$_d") ;; esac
-done
-# shellcheck disable=SC2016
-ISOLATE_SH='while [ "$1" != -- ]; do mount -n -t tmpfs -o mode=0755,size=64m regcache-test "$1"; shift; done; shift; exec "$@"'
-ISOLATE=(unshare --mount --propagation private -- sh -ec "$ISOLATE_SH" sh "${iso_dirs[@]}" --)
-NO_ISOLATE=
-"${ISOLATE[@]}" true >"$TESTDIR/unshare.log" 2>&1 ||
-  NO_ISOLATE="cannot make a private mount namespace: $(tr '\n#' '  ' <"$TESTDIR/unshare.log")"
+isolate_init
 
 # host_state: the host's default places of the clients (compared at the end).
 # Left out: /var/lib/containers/cache (skopeo, used by the harness, writes
@@ -270,42 +221,13 @@ CTR_TESTS=("containerd: daemon starts with its own root, state and socket"
   "containerd: nothing tried to reach a registry other than the mirror")
 run_containerd() {
   local d=$TESTDIR/containerd rc
-  if ! command -v containerd >/dev/null || ! command -v ctr >/dev/null; then
-    skip_n "containerd or ctr not installed" "${CTR_TESTS[@]}"; return 0
-  fi
-  [ -z "$NO_ISOLATE" ] || { skip_n "$NO_ISOLATE" "${CTR_TESTS[@]}"; return 0; }
-  mkdir -p "$d/root" "$d/state" "$d/opt" "$d/hosts/docker.io" "$d/hosts-default/_default"
-  CTR=(ctr --address "$d/containerd.sock")
-  cat >"$d/config.toml" <<EOF
-version = 2
-root = "$d/root"
-state = "$d/state"
-# Only what a pull needs: no CRI, no snapshotters that mount.
-disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.overlayfs",
-  "io.containerd.snapshotter.v1.aufs", "io.containerd.snapshotter.v1.btrfs",
-  "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.zfs"]
-[grpc]
-  address = "$d/containerd.sock"
-[ttrpc]
-  address = "$d/containerd.sock.ttrpc"
-[debug]
-  address = ""
-  level = "info"
-[metrics]
-  address = ""
-[plugins."io.containerd.internal.v1.opt"]
-  path = "$d/opt"
-EOF
-  example containerd/docker.io/hosts.toml >"$d/hosts/docker.io/hosts.toml"
-  example containerd/_default/hosts.toml >"$d/hosts-default/_default/hosts.toml"
-  spawn containerd env "${PROXY_ENV[@]}" setsid "${ISOLATE[@]}" containerd -c "$d/config.toml"
-  wait_for "containerd socket" 30 \
-    up_or_dead "$containerd_PID" "${CTR[@]}" --connect-timeout 1s version || true
-  if ! "${CTR[@]}" --connect-timeout 2s version >"$d/version.log" 2>&1; then
-    skip_n "containerd cannot start here: $(reason_from "$containerd_LOG")" "${CTR_TESTS[@]}"
-    stop_group containerd
+  if ! containerd_start "$d" "${PROXY_ENV[@]}"; then
+    skip_n "$CONTAINERD_SKIP" "${CTR_TESTS[@]}"
     return 0
   fi
+  mkdir -p "$d/hosts/docker.io" "$d/hosts-default/_default"
+  example containerd/docker.io/hosts.toml >"$d/hosts/docker.io/hosts.toml"
+  example containerd/_default/hosts.toml >"$d/hosts-default/_default/hosts.toml"
   pass "${CTR_TESTS[0]}"
   trap_mark
 

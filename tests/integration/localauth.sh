@@ -19,6 +19,7 @@ set -eu
 . "$SRCDIR/tests/lib/registry.sh"
 . "$SRCDIR/tests/lib/verify.sh"
 . "$SRCDIR/tests/lib/regcache.sh"
+. "$SRCDIR/tests/lib/clients.sh"
 
 require_cmd docker-registry skopeo htpasswd python3 curl jq
 require_regcache
@@ -286,68 +287,24 @@ check "no password or token signature in regcache's debug log" no_secret_logged
 CTR_TESTS=("containerd: ctr pull --user alice through the hosts.toml mirror: the generated digest"
   "containerd: its token came from a POST, every request went through regcache as alice")
 run_containerd() {
-  local d=$TESTDIR/containerd reason="" rc dead_port before
-  if ! command -v containerd >/dev/null || ! command -v ctr >/dev/null; then
-    reason="containerd or ctr not installed"
-  elif [ "$(id -u)" != 0 ]; then
-    reason="containerd needs root here"
-  elif ! command -v unshare >/dev/null || ! command -v setsid >/dev/null; then
-    reason="unshare or setsid not installed"
-  fi
-  local iso=() p
-  for p in /run /var/lib; do case $TESTDIR/ in "$p"/*) ;; *) iso+=("$p") ;; esac; done
-  # shellcheck disable=SC2016
-  local iso_sh='while [ "$1" != -- ]; do mount -n -t tmpfs -o mode=0755,size=64m regcache-test "$1"; shift; done; shift; exec "$@"'
-  local ISOLATE=(unshare --mount --propagation private -- sh -ec "$iso_sh" sh "${iso[@]}" --)
-  if [ -z "$reason" ] && ! "${ISOLATE[@]}" true >"$TESTDIR/unshare.log" 2>&1; then
-    reason="cannot make a private mount namespace: $(tr '\n#' '  ' <"$TESTDIR/unshare.log")"
-  fi
-  if [ -n "$reason" ]; then
-    for p in "${CTR_TESTS[@]}"; do skip "$p" "$reason"; done
+  local d=$TESTDIR/containerd rc dead_port before
+  # Anything that would leave loopback (a fallback to Docker Hub) goes to
+  # a port where nothing listens and fails at once.
+  dead_port=$(free_port)
+  local proxy=(HTTP_PROXY="http://127.0.0.1:$dead_port" HTTPS_PROXY="http://127.0.0.1:$dead_port"
+    NO_PROXY=127.0.0.1 no_proxy=127.0.0.1)
+  isolate_init
+  if ! containerd_start "$d" "${proxy[@]}"; then
+    skip_n "$CONTAINERD_SKIP" "${CTR_TESTS[@]}"
     return 0
   fi
-  mkdir -p "$d/root" "$d/state" "$d/opt" "$d/hosts/docker.io"
-  CTR=(ctr --address "$d/containerd.sock")
-  cat >"$d/config.toml" <<EOF
-version = 2
-root = "$d/root"
-state = "$d/state"
-disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.overlayfs",
-  "io.containerd.snapshotter.v1.aufs", "io.containerd.snapshotter.v1.btrfs",
-  "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.zfs"]
-[grpc]
-  address = "$d/containerd.sock"
-[ttrpc]
-  address = "$d/containerd.sock.ttrpc"
-[debug]
-  address = ""
-  level = "info"
-[metrics]
-  address = ""
-[plugins."io.containerd.internal.v1.opt"]
-  path = "$d/opt"
-EOF
+  mkdir -p "$d/hosts/docker.io"
   cat >"$d/hosts/docker.io/hosts.toml" <<EOF
 server = "https://registry-1.docker.io"
 
 [host."http://$rc_ADDR"]
   capabilities = ["pull", "resolve"]
 EOF
-  # Anything that would leave loopback (a fallback to Docker Hub) goes to
-  # a port where nothing listens and fails at once.
-  dead_port=$(free_port)
-  local proxy=(HTTP_PROXY="http://127.0.0.1:$dead_port" HTTPS_PROXY="http://127.0.0.1:$dead_port"
-    NO_PROXY=127.0.0.1 no_proxy=127.0.0.1)
-  spawn containerd env "${proxy[@]}" setsid "${ISOLATE[@]}" containerd -c "$d/config.toml"
-  ctr_up() { "${CTR[@]}" --connect-timeout 1s version || ! pid_alive "$containerd_PID"; }
-  wait_for "containerd socket" 30 ctr_up || true
-  if ! "${CTR[@]}" --connect-timeout 2s version >"$d/version.log" 2>&1; then
-    reason=$(grep -iE 'level=(fatal|error)' "$containerd_LOG" | tail -n 1 | cut -c1-200 | tr '#' ' ')
-    for p in "${CTR_TESTS[@]}"; do skip "$p" "containerd cannot start here: ${reason:-no output}"; done
-    stop containerd
-    kill -KILL -- "-$containerd_PID" 2>/dev/null || true
-    return 0
-  fi
   before=$(wc -l <"$rc_LOG")
   rc=0
   env "${proxy[@]}" "${CTR[@]}" --timeout 90s images pull --hosts-dir "$d/hosts" \
@@ -367,8 +324,7 @@ EOF
   }
   check "${CTR_TESTS[1]}" ctr_via_regcache
   "${CTR[@]}" images rm "docker.io/team/app:latest" >/dev/null 2>&1 || true
-  stop containerd
-  kill -KILL -- "-$containerd_PID" 2>/dev/null || true
+  stop_group containerd
 }
 run_containerd
 

@@ -80,24 +80,8 @@ regcache_start rc "{
 }"
 
 # --- counting what reached an upstream ------------------------------------------
-# up_mark NAME: start counting NAME's requests from here.
-up_mark() { printf -v "MARK_$1" '%s' "$(wc -l <"$(_rv "$1" LOG)")"; }
-# up_since NAME: print "METHOD URI" for every request regcache made to the
-# registry NAME since up_mark.  A request of our own marks the end: once
-# the registry logged it, it has logged everything before it.
-up_since() {
-  local name=$1 log mark tok
-  log=$(_rv "$name" LOG)
-  mark=MARK_$name
-  mark=${!mark}
-  tok=settle-$RANDOM$RANDOM
-  registry_curl_args "$name"
-  tcurl -o /dev/null "${REGISTRY_CURL_ARGS[@]}" "$(_rv "$name" URL)/v2/?$tok" || true
-  wait_for "$name to log $tok" 10 grep -q -- "$tok" "$log" >&2 || return 1
-  tail -n +"$((mark + 1))" "$log" | grep -E 'msg="response completed' |
-    grep -F 'http.request.useragent=regcache/' |
-    sed -E 's/.* http\.request\.method=([A-Z]+) .*http\.request\.uri="?([^" ]*)"? .*/\1 \2/'
-}
+# registry_mark NAME / registry_since NAME (tests/lib/registry.sh): what
+# regcache asked the registry NAME since the mark.
 count() { grep -cE -- "$2" <<<"$1" || true; }
 show() { diag "upstream requests: $(printf '%s' "$1" | tr '\n' ';')"; }
 
@@ -112,40 +96,40 @@ pull_one() {
     "dir:$TESTDIR/o-one" && verify_dir_digests "$TESTDIR/o-one" "$X"
 }
 check "a/one pulls through regcache and verifies" pull_one
-up_mark priv
+registry_mark priv
 rc_get "/v2/a/one/blobs/$LAYER"
 ok "$(served "$LAYER"; echo $?)" "a layer of a/one is served for a/one"
-R=$(up_since priv)
+R=$(registry_since priv)
 show "$R"
 ok "$([ -z "$R" ]; echo $?)" "its own repository needs no confirmation: 0 upstream requests"
 
 # --- 1. a/two holds the layer: one HEAD, then served ---------------------------------
-up_mark priv
+registry_mark priv
 rc_get "/v2/a/two/blobs/$LAYER"
 ok "$(served "$LAYER"; echo $?)" "the layer via a/two: 200 with the right bytes"
 ok "$([ "$(rc_header X-Cache)" = HIT ]; echo $?)" "served from the cache (X-Cache: $(rc_header X-Cache))"
-R=$(up_since priv)
+R=$(registry_since priv)
 show "$R"
 ok "$([ "$(count "$R" "^HEAD /v2/a/two/blobs/$LAYER\$")" -eq 1 ] &&
   [ "$(count "$R" .)" -eq 1 ]; echo $?)" "exactly one upstream request: HEAD /v2/a/two/blobs/<layer>"
 n=$(count_lines "$rc_LOG" "xrepo_confirm: $LAYER not yet confirmed in priv/a/two: asking")
 ok "$([ "$n" -eq 1 ]; echo $?)" "the debug log names the one confirmation ($n)"
-up_mark priv
+registry_mark priv
 rc_get "/v2/a/two/blobs/$LAYER"
 ok "$(served "$LAYER"; echo $?)" "the layer via a/two again: 200"
-R=$(up_since priv)
+R=$(registry_since priv)
 ok "$([ -z "$R" ]; echo $?)" "the confirmation is remembered: 0 upstream requests"
 rc_get "/v2/a/two/blobs/$LAYER" -I
 ok "$([ "$(rc_status)" = 200 ] && [ "$(rc_header Docker-Content-Digest)" = "$LAYER" ]; echo $?)" \
   "HEAD of the layer via a/two: 200 with its digest"
 
 # --- 2. a/three lacks it: 404 although it is cached ----------------------------------
-up_mark priv
+registry_mark priv
 rc_get "/v2/a/three/blobs/$LAYER"
 ok "$(refused 404 BLOB_UNKNOWN; echo $?)" "the layer via a/three: 404 BLOB_UNKNOWN"
 ok "$([ "$(stat -c %s "$RC_B")" -lt 512 ] && [ "$(rc_header Content-Type)" = application/json ] &&
   [ -z "$(rc_header Docker-Content-Digest)" ]; echo $?)" "the answer is the error JSON alone, nothing of the blob"
-R=$(up_since priv)
+R=$(registry_since priv)
 show "$R"
 ok "$([ "$(count "$R" "^HEAD /v2/a/three/blobs/$LAYER\$")" -eq 1 ] &&
   [ "$(count "$R" '^GET ')" -eq 0 ]; echo $?)" "one upstream HEAD for a/three, no GET"
@@ -156,23 +140,23 @@ ok "$(refused 404 BLOB_UNKNOWN; echo $?)" "a Range request via a/three: 404 as w
 ok "$([ -z "$(rc_header WWW-Authenticate)" ]; echo $?)" "no upstream challenge reaches the client"
 
 # --- 3. manifests by digest -------------------------------------------------------------
-up_mark priv
+registry_mark priv
 rc_get "/v2/a/two/manifests/$X" "${ACCEPT[@]}"
 ok "$(served "$X"; echo $?)" "manifest X by digest via a/two: 200 with its bytes"
 ok "$([ "$(rc_header Docker-Content-Digest)" = "$X" ]; echo $?)" "with Docker-Content-Digest"
-R=$(up_since priv)
+R=$(registry_since priv)
 show "$R"
 ok "$([ "$(count "$R" "^HEAD /v2/a/two/manifests/$X\$")" -eq 1 ] &&
   [ "$(count "$R" .)" -eq 1 ]; echo $?)" "exactly one upstream request: HEAD /v2/a/two/manifests/<X>"
-up_mark priv
+registry_mark priv
 rc_get "/v2/a/two/manifests/$X" "${ACCEPT[@]}"
 ok "$(served "$X"; echo $?)" "manifest X via a/two again: 200"
-R=$(up_since priv)
+R=$(registry_since priv)
 ok "$([ -z "$R" ]; echo $?)" "and 0 upstream requests"
-up_mark priv
+registry_mark priv
 rc_get "/v2/a/three/manifests/$X" "${ACCEPT[@]}"
 ok "$(refused 404 MANIFEST_UNKNOWN; echo $?)" "manifest X via a/three: 404 MANIFEST_UNKNOWN"
-R=$(up_since priv)
+R=$(registry_since priv)
 show "$R"
 ok "$([ "$(count "$R" "^HEAD /v2/a/three/manifests/$X\$")" -eq 1 ] &&
   [ "$(count "$R" '^GET ')" -eq 0 ]; echo $?)" "one upstream HEAD for a/three, no GET"
@@ -186,11 +170,11 @@ pull_four() {
   skopeo_run copy --quiet --src-tls-verify=false "docker://$rc_ADDR/a/four:latest" \
     "dir:$TESTDIR/o-four" && verify_dir_digests "$TESTDIR/o-four" "$X"
 }
-up_mark priv
+registry_mark priv
 check "a/four pulls by tag through regcache and verifies" pull_four
 rc_get "/v2/a/four/manifests/$X" "${ACCEPT[@]}"
 ok "$(served "$X"; echo $?)" "then manifest X by digest via a/four: 200"
-R=$(up_since priv)
+R=$(registry_since priv)
 show "$R"
 ok "$([ "$(count "$R" '^GET /v2/a/four/manifests/latest$')" -eq 1 ] &&
   [ "$(count "$R" '^HEAD /v2/a/four/manifests/')" -eq 0 ] &&
@@ -209,20 +193,20 @@ ok "$([ "$n" -eq 1 ] && [ "$m" -eq 1 ]; echo $?)" "after one HEAD to that upstre
 # --- 4. an anonymous upstream shares freely ---------------------------------------------
 rc_get "/v2/pub/p/one/blobs/$PLAYER"
 ok "$(served "$PLAYER"; echo $?)" "pub/p/one: the layer is fetched and cached"
-up_mark anon
+registry_mark anon
 rc_get "/v2/pub/p/other/blobs/$PLAYER"
 ok "$(served "$PLAYER"; echo $?)" "pub/p/other (anonymous upstream): 200 from the cache"
 ok "$([ "$(rc_header X-Cache)" = HIT ]; echo $?)" "X-Cache: HIT"
-R=$(up_since anon)
+R=$(registry_since anon)
 show "$R"
 ok "$([ -z "$R" ]; echo $?)" "without asking the anonymous upstream"
 # A digest seen only through a credentialed upstream is private even on a
 # public route: the anonymous upstream is asked, and it does not have it.
-up_mark anon
+registry_mark anon
 rc_get "/v2/pub/p/one/blobs/$LAYER"
 ok "$([ "$(rc_status)" = 404 ] && grep -q BLOB_UNKNOWN "$RC_B"; echo $?)" \
   "a private layer via the anonymous upstream: 404 BLOB_UNKNOWN, not the cached bytes"
-R=$(up_since anon)
+R=$(registry_since anon)
 show "$R"
 ok "$([ "$(printf '%s\n' "$R" | grep -c "^HEAD /v2/p/one/blobs/$LAYER\$")" -eq 1 ]; echo $?)" \
   "after one HEAD to the anonymous upstream"

@@ -208,6 +208,28 @@ registry_curl_args() {
   esac
 }
 
+# registry_mark NAME: start counting what regcache asks the registry NAME
+# from here (see registry_since).
+registry_mark() { printf -v "MARK_$1" '%s' "$(wc -l <"$(_rv "$1" LOG)")"; }
+
+# registry_since NAME: print "METHOD URI" for every request regcache made to
+# the registry NAME since registry_mark.  A request of our own marks the
+# end: once the registry logged it, it has logged everything regcache's
+# finished requests made before.
+registry_since() {
+  local name=$1 log mark tok
+  log=$(_rv "$name" LOG)
+  mark=MARK_$name
+  mark=${!mark}
+  tok=settle-$RANDOM$RANDOM
+  registry_curl_args "$name"
+  tcurl -o /dev/null "${REGISTRY_CURL_ARGS[@]}" "$(_rv "$name" URL)/v2/?$tok" || true
+  wait_for "$name to log $tok" 10 grep -q -- "$tok" "$log" >&2 || return 1
+  tail -n +"$((mark + 1))" "$log" | grep -E 'msg="response completed' |
+    grep -F 'http.request.useragent=regcache/' |
+    sed -E 's/.* http\.request\.method=([A-Z]+) .*http\.request\.uri="?([^" ]*)"? .*/\1 \2/'
+}
+
 # registry_manifest_head NAME REPO REF: print "DIGEST MEDIA-TYPE" as the
 # registry reports them (Docker-Content-Digest and Content-Type of a HEAD).
 registry_manifest_head() {

@@ -1,7 +1,7 @@
 /*
  * Unit tests of src/util.c: URL parsing and resolution, base64, query
- * strings, RFC 3339 times and mkdir_p.  Directories are made under a
- * fresh mkdtemp directory, removed afterwards.
+ * strings, RFC 3339 times, mkdir_p and file_read.  Directories and files
+ * are made under a fresh mkdtemp directory, removed afterwards.
  */
 #include "config.h"
 
@@ -394,6 +394,106 @@ test_mkdir_p(void)
 		diag("could not remove %s", tmpl);
 }
 
+/* Writes len bytes of c to path, a new file. */
+static void
+write_file(const char *path, int c, size_t len)
+{
+	char	*buf = xcalloc(1, len + 1);
+	int	 fd;
+
+	memset(buf, c, len);
+	if ((fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600)) == -1 ||
+	    fd_write_all(fd, buf, len) == -1) {
+		perror(path);
+		exit(1);
+	}
+	close(fd);
+	free(buf);
+}
+
+static void
+test_file_read(void)
+{
+	struct stat	 st;
+	char		 tmpl[512], path[1024], err[256], *out;
+	const char	*tmp = getenv("TMPDIR");
+	size_t		 len, i;
+	int		 p[2], good;
+
+	if (tmp == NULL || *tmp == '\0')
+		tmp = "/tmp";
+	snprintf(tmpl, sizeof(tmpl), "%s/t_util.XXXXXX", tmp);
+	if (mkdtemp(tmpl) == NULL) {
+		perror(tmpl);
+		exit(1);
+	}
+
+	snprintf(path, sizeof(path), "%s/small", tmpl);
+	write_file(path, 'a', 100);
+	memset(&st, 0, sizeof(st));
+	out = NULL;
+	ok(file_read(path, 100, FILE_READ_REGULAR, &st, &out, &len, err,
+	    sizeof(err)) == 0 && len == 100 && out[100] == '\0' &&
+	    strspn(out, "a") == 100 && st.st_size == 100,
+	    "file_read: a file of exactly max bytes, NUL-terminated");
+	free(out);
+	ok(file_read(path, 99, FILE_READ_REGULAR, NULL, &out, &len, err,
+	    sizeof(err)) == -1, "file_read: one byte over max fails");
+	is_str(err, "larger than 99 bytes", "file_read: and says so");
+
+	snprintf(path, sizeof(path), "%s/empty", tmpl);
+	write_file(path, 'a', 0);
+	out = NULL;
+	ok(file_read(path, 10, FILE_READ_REGULAR, NULL, &out, &len, err,
+	    sizeof(err)) == 0 && len == 0 && out != NULL && out[0] == '\0',
+	    "file_read: an empty file");
+	free(out);
+
+	snprintf(path, sizeof(path), "%s/missing", tmpl);
+	ok(file_read(path, 10, 0, NULL, &out, &len, err, sizeof(err)) == -1,
+	    "file_read: a missing file fails");
+	is_str(err, strerror(ENOENT), "file_read: with the reason");
+
+	ok(file_read(tmpl, 10, FILE_READ_REGULAR, NULL, &out, &len, err,
+	    sizeof(err)) == -1, "file_read: a directory is refused");
+	is_str(err, "not a regular file", "file_read: as not regular");
+
+	/* A pipe has no size: it is read to its end, past the first
+	 * buffer, and still capped. */
+	for (i = 0; i < 2; i++) {
+		if (pipe(p) == -1) {
+			perror("pipe");
+			exit(1);
+		}
+		out = xcalloc(1, 10000);
+		memset(out, 'b', 10000);
+		if (fd_write_all(p[1], out, 10000) == -1) {
+			perror("write");
+			exit(1);
+		}
+		free(out);
+		close(p[1]);
+		snprintf(path, sizeof(path), "/dev/fd/%d", p[0]);
+		out = NULL;
+		if (i == 0) {
+			good = file_read(path, 20000, 0, NULL, &out, &len,
+			    err, sizeof(err)) == 0 && len == 10000 &&
+			    strspn(out, "b") == 10000 && out[len] == '\0';
+			ok(good, "file_read: a pipe, read to its end");
+			free(out);
+		} else {
+			ok(file_read(path, 5000, 0, NULL, &out, &len, err,
+			    sizeof(err)) == -1 && strcmp(err,
+			    "larger than 5000 bytes") == 0,
+			    "file_read: a pipe over max fails");
+		}
+		close(p[0]);
+	}
+
+	if (nftw(tmpl, rm_entry, 16, FTW_DEPTH | FTW_PHYS) == -1)
+		diag("could not remove %s", tmpl);
+}
+
 int
 main(void)
 {
@@ -403,5 +503,6 @@ main(void)
 	test_query();
 	test_time();
 	test_mkdir_p();
+	test_file_read();
 	return tap_done();
 }
