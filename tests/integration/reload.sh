@@ -17,7 +17,7 @@ set -eu
 
 require_cmd docker-registry skopeo openssl python3 curl jq sha256sum
 require_regcache
-plan 17
+plan 18
 
 SIZE=$((512 * 1024 * 1024))
 RATE=30M          # the slow client: about 17 s for the blob
@@ -114,6 +114,8 @@ kill -TERM "$rc_PID"
 wait_for "the drain to begin" 20 grep -q 'draining' "$rc_LOG"
 st=$(curl -q -s -o /dev/null -w '%{http_code}' --max-time 2 "$rc_URL/v2/" || true)
 ok "$([ "$st" != 200 ]; echo $?)" "while draining, a new connection is not served ($st)"
+st=$(tcurl -o /dev/null -w '%{http_code}' "$rc_ADMIN_URL/readyz" || true)
+ok "$([ "$st" = 503 ]; echo $?)" "while draining, /readyz says not ready ($st)"
 ok "$(pid_alive "$rc_PID"; echo $?)" "regcache waits for the download"
 check "the download completes, every byte right" download_ok dl2 "$TESTDIR/dl2.blob"
 exit_status() {
