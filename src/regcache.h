@@ -724,6 +724,7 @@ void	 stats_hist_add(struct stats_hist *, uint64_t);
 void	 stats_upstream_response(const char *, int, const struct evkeyvalq *);
 void	 stats_upstream_error(const char *, enum up_error, int);
 void	 stats_cred_refresh(const char *, int);
+void	 stats_token_fetch(const char *, int);
 int64_t	 stats_ratelimit_parse(const char *);
 char	*stats_label_escape(const char *);
 void	 stats_hist_render(struct evbuffer *, const char *, const char *,

@@ -56,6 +56,8 @@ struct upstream_stats {
 	uint64_t		 rl_seen_us;
 	uint64_t		 cred_refreshes;
 	uint64_t		 cred_refresh_failures;
+	uint64_t		 token_fetches;	/* bearer tokens from its realm */
+	uint64_t		 token_failures;
 };
 
 static struct route_stats	routes[STATS_ROUTE_COUNT];
@@ -291,6 +293,18 @@ stats_cred_refresh(const char *name, int ok)
 		u->cred_refresh_failures++;
 }
 
+/* A bearer token fetched from upstream name's token service, or not. */
+void
+stats_token_fetch(const char *name, int ok)
+{
+	struct upstream_stats	*u = upstats_get(name);
+
+	if (ok)
+		u->token_fetches++;
+	else
+		u->token_failures++;
+}
+
 /*
  * A label value as the text format wants it: backslash, double quote and
  * line feed escaped.  The caller frees it.
@@ -503,6 +517,13 @@ render_upstreams(struct evbuffer *b)
 	    "Failed renewals of regcache's own upstream credentials, by "
 	    "upstream.",
 	    offsetof(struct upstream_stats, cred_refresh_failures));
+	render_per_upstream(b, "regcache_upstream_token_fetches_total",
+	    "Bearer tokens fetched from an upstream's token service (one "
+	    "request serves every waiter), by upstream.",
+	    offsetof(struct upstream_stats, token_fetches));
+	render_per_upstream(b, "regcache_upstream_token_failures_total",
+	    "Token requests an upstream's token service refused or failed, "
+	    "by upstream.", offsetof(struct upstream_stats, token_failures));
 }
 
 /* The whole of /metrics. */
@@ -677,7 +698,7 @@ upstreams_json(void)
 			rl = json_null();
 		/* Requests: the answers and the exchanges that got none. */
 		json_object_set_new(o, u->name, json_pack(
-		    "{s:I,s:o,s:I,s:o,s:I,s:o,s:I,s:I}",
+		    "{s:I,s:o,s:I,s:o,s:I,s:o,s:I,s:I,s:I,s:I}",
 		    "requests", (json_int_t)(n + u->unanswered),
 		    "status", st,
 		    "errors_total", (json_int_t)nerr,
@@ -686,7 +707,9 @@ upstreams_json(void)
 		    "ratelimit", rl,
 		    "credential_refreshes", (json_int_t)u->cred_refreshes,
 		    "credential_refresh_failures",
-		    (json_int_t)u->cred_refresh_failures));
+		    (json_int_t)u->cred_refresh_failures,
+		    "token_fetches", (json_int_t)u->token_fetches,
+		    "token_failures", (json_int_t)u->token_failures));
 	}
 	return o;
 }

@@ -577,6 +577,7 @@ upreq_token_done(struct httpx *x, enum up_error err, const char *cause,
 		    "waking the waiters");
 	}
 	secret_buf_free(body, blen);
+	stats_token_fetch(fl->up->cfg->name, werr == UP_OK);
 	/* A waiter may cancel others from its callbacks: they leave the
 	 * list themselves, so always take the first. */
 	while ((w = TAILQ_FIRST(&fl->waiters)) != NULL) {

@@ -13,7 +13,7 @@ set -eu
 
 require_cmd docker-registry skopeo htpasswd openssl python3 curl jq
 require_regcache
-plan 17
+plan 18
 
 declare -A DIGEST
 DIGEST[single]=$(mkimage "$TESTDIR/img-single" --seed single --layers 3 --layer-size 300000)
@@ -142,5 +142,14 @@ with urllib.request.urlopen(sys.argv[1]) as r, open(sys.argv[2], "wb") as f:
 }
 check "a token that expires during a slow pull is refreshed and the pull completes" token_refresh
 
+# The token requests (shared by waiting requests) are counted per upstream.
+tokens_counted() {
+  local n
+  n=$(tcurl "$rc_ADMIN_URL/stats" | jq '.upstreams.token.token_fetches')
+  echo "token fetches: $n"
+  [ "$n" -ge 1 ] && tcurl "$rc_ADMIN_URL/metrics" |
+    grep -q "^regcache_upstream_token_fetches_total{upstream=\"token\"} $n\$"
+}
+check "/stats and /metrics count the token upstream's token fetches" tokens_counted
 check "regcache is still running" regcache_alive rc
 check "regcache exits 0 on SIGTERM, with no sanitizer report" regcache_stop rc
