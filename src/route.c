@@ -80,8 +80,6 @@ route_resolve(struct upstream *const *ups, size_t nups, int default_idx,
 			return 404;
 		}
 	}
-	out->upstream = ups[idx];
-	out->upstream_index = idx;
 	if (ups[idx]->cfg->library_prefix && strchr(rest, '/') == NULL)
 		n = snprintf(out->name, sizeof(out->name), "library/%s", rest);
 	else
@@ -91,5 +89,8 @@ route_resolve(struct upstream *const *ups, size_t nups, int default_idx,
 		*msg = "repository name too long";
 		return 400;
 	}
+	/* Only now: the caller takes a reference to what it is given. */
+	out->upstream = ups[idx];
+	out->upstream_index = idx;
 	return 0;
 }

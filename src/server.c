@@ -364,9 +364,12 @@ server_drain(void)
 			if (c->gone_cb != NULL)
 				continue;	/* a request in flight */
 			bev = evhttp_connection_get_bufferevent(c->evcon);
-			if (bev != NULL && evbuffer_get_length(
-			    bufferevent_get_output(bev)) > 0)
-				continue;	/* an answer still leaving */
+			if (bev != NULL && (evbuffer_get_length(
+			    bufferevent_get_output(bev)) > 0 ||
+			    evbuffer_get_length(bufferevent_get_input(bev)) > 0))
+				continue;	/* an answer leaving, a request
+						 * arriving: Connection: close
+						 * ends it once answered */
 			/* The close callback frees c. */
 			evhttp_connection_free(c->evcon);
 		}

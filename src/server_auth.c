@@ -76,28 +76,36 @@ static int			 sa_have_key;
 static void	tokreq_client_gone(struct client *, void *);
 
 /*
- * Start-up: the token key (made on first start), and warnings about what
- * looks wrong but need not stop the daemon.
+ * Start-up and reloads: the token key (made on first start), and warnings
+ * about what looks wrong but need not stop the daemon.  The key lives in
+ * the data directory, which a reload cannot change: once loaded it stays,
+ * and a key that cannot be loaded never replaces the one in use.
  */
 int
 server_auth_init(struct config *cf)
 {
 	const struct access_cfg	*ac = cf->access;
 	struct stat		 st;
+	unsigned char		 key[sizeof(sa_key)];
 	char			*path, err[512];
 	size_t			 i, k;
 
 	if (ac == NULL)
 		return 0;
-	xasprintf(&path, "%s/token.key", cf->data_dir);
-	if (jwt_key_load(path, sa_key, sizeof(sa_key), err,
-	    sizeof(err)) == -1) {
-		log_warnx("auth: token key: %s", err);
+	if (!sa_have_key) {
+		xasprintf(&path, "%s/token.key", cf->data_dir);
+		if (jwt_key_load(path, key, sizeof(key), err,
+		    sizeof(err)) == -1) {
+			log_warnx("auth: token key: %s", err);
+			OPENSSL_cleanse(key, sizeof(key));
+			free(path);
+			return -1;
+		}
 		free(path);
-		return -1;
+		memcpy(sa_key, key, sizeof(sa_key));
+		OPENSSL_cleanse(key, sizeof(key));
+		sa_have_key = 1;
 	}
-	free(path);
-	sa_have_key = 1;
 	if (stat(ac->htpasswd, &st) == 0 && (st.st_mode & S_IROTH))
 		log_warnx("auth: %s is readable by others: chmod o-r it",
 		    ac->htpasswd);
@@ -419,7 +427,8 @@ server_auth_checked(uint64_t id, int ok)
 		return;
 	}
 	CHECK_MAGIC(t, TOKREQ_MAGIC);
-	if (ok) {
+	/* A reload may have turned the users off meanwhile. */
+	if (ok && conf->access != NULL) {
 		tokreq_issue(t);
 		return;
 	}

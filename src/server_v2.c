@@ -200,11 +200,14 @@ void
 v2_quick_error(struct evhttp_request *req, const char *uri_log, int status,
     const char *code, const char *message)
 {
+	const struct evhttp_uri	*u = evhttp_request_get_evhttp_uri(req);
 	struct access_entry	 e;
 	struct reqinfo		 ri;
+	enum stats_route	 route;
 	char			 peer[64], *uri;
 
 	/* Copies: evhttp may let go of the request once it is answered. */
+	route = stats_route_of_path(u != NULL ? evhttp_uri_get_path(u) : NULL);
 	v2_peer(req, peer, sizeof(peer));
 	v2_reqinfo_init(&ri, req);
 	uri = xstrdup(uri_log != NULL ? uri_log : evhttp_request_get_uri(req));
@@ -220,8 +223,7 @@ v2_quick_error(struct evhttp_request *req, const char *uri_log, int status,
 	e.bytes = v2_error_reply(req, status, code, message, NULL, NULL,
 	    NULL);
 	log_access_entry(&e);
-	stats_request(stats_route_of_path(evhttp_uri_get_path(
-	    evhttp_request_get_evhttp_uri(req))), status, 0, 0);
+	stats_request(route, status, 0, 0);
 	free(uri);
 	v2_reqinfo_clear(&ri);
 }

@@ -86,10 +86,11 @@ static int
 stats_cli_get(const char *host, const char *port, const char *path,
     char **body, char *err, size_t len)
 {
-	char	*req = NULL, *buf = NULL, *p;
-	size_t	 n = 0, cap = 0;
-	ssize_t	 r;
-	int	 fd, status;
+	char		*req = NULL, *buf = NULL, *p;
+	size_t		 n = 0, cap = 0;
+	ssize_t		 r;
+	uint64_t	 deadline = mono_ms() + STATS_CLI_TIMEOUT_S * 1000;
+	int		 fd, status;
 
 	*body = NULL;
 	if ((fd = stats_cli_connect(host, port, err, len)) == -1)
@@ -113,6 +114,13 @@ stats_cli_get(const char *host, const char *port, const char *path,
 			if ((p = realloc(buf, cap)) == NULL)
 				fatalx("%s: out of memory", __func__);
 			buf = p;
+		}
+		/* Each read is bounded by SO_RCVTIMEO, the whole by this: a
+		 * peer dripping bytes does not hold us. */
+		if (mono_ms() > deadline) {
+			snprintf(err, len, "read: no whole answer within %d s",
+			    STATS_CLI_TIMEOUT_S);
+			goto fail;
 		}
 		r = read(fd, buf + n, cap - n - 1);
 		if (r == -1 && errno == EINTR)

@@ -205,6 +205,19 @@ upstream_install_abort(struct upstream **set, size_t n)
 void
 upstream_install(struct upstream **set, size_t n)
 {
+	size_t	i, k;
+
+	/* What an upstream learned and the same upstream (name and URL)
+	 * will need again: a pass-through upstream's token realm, which
+	 * clients that got a challenge before the reload still ask for. */
+	for (i = 0; i < n; i++)
+		for (k = 0; k < nupstreams; k++)
+			if (upstreams[k]->pt_realm != NULL &&
+			    set[i]->pt_realm == NULL &&
+			    strcmp(upstreams[k]->cfg->name, set[i]->cfg->name) ==
+			    0 && strcmp(upstreams[k]->cfg->url,
+			    set[i]->cfg->url) == 0)
+				set[i]->pt_realm = xstrdup(upstreams[k]->pt_realm);
 	upstream_install_abort(upstreams, nupstreams);
 	upstreams = set;
 	nupstreams = n;

@@ -394,8 +394,11 @@ users_complete(struct worker_job *wj)
 	struct users_job	*j = (struct users_job *)wj;
 
 	users_pending--;
-	/* Checked against a hash a reload may have replaced. */
-	if (j->ok && j->gen == users_gen)
+	/* Checked against a hash a reload may have replaced or removed:
+	 * refused (the client asks again, against the new users). */
+	if (j->gen != users_gen)
+		j->ok = 0;
+	if (j->ok)
 		users_cache_add(j->mac);
 	j->done(j->id, j->ok);
 	users_job_free(wj);

@@ -23,7 +23,7 @@ set -eu
 
 require_cmd docker-registry skopeo htpasswd python3 curl jq
 require_regcache
-plan 29
+plan 33
 
 ALICE_PW=alice-test-password
 BOB_PW=bob-test-password
@@ -370,3 +370,24 @@ anonymous() {
 check "with an anonymous rule: a token without credentials pulls team/app, not other/lib" anonymous
 check "regcache exits 0 on SIGTERM after the restart" regcache_stop rc2
 check "the daemon with the anonymous rule exits 0 too" regcache_stop rc3
+
+# A reload that turns the users off while carol's slow check is under
+# way: her check no longer counts (401), nothing crashes, pulls are open.
+regcache_start rc4 "${RC_JSON//\/data\"/\/data4\"}" -v
+spawn carol4 curl -q -s -o /dev/null -w '%{http_code}' --max-time 30 -u "carol:$CAROL_PW" \
+  "$rc4_URL/auth/token?service=regcache&scope=repository:team/app:pull"
+wait_for "carol's check to start" 20 grep -q 'checking a password' "$rc4_LOG"
+jq 'del(.auth)' "$TESTDIR/rc4.json" >"$TESTDIR/rc4.new" && mv "$TESTDIR/rc4.new" "$TESTDIR/rc4.json"
+kill -HUP "$rc4_PID"
+wait_for "the reload" 20 grep -q 'configuration reloaded' "$rc4_LOG"
+carol_refused() {
+  wait_for "carol's answer" 30 eval "! pid_alive $carol4_PID"
+  wait "$carol4_PID" || true
+  echo "carol got $(cat "$carol4_LOG")"
+  [ "$(cat "$carol4_LOG")" = 401 ]
+}
+check "a check begun before a reload that drops the users: 401, no token" carol_refused
+check "regcache survived it" regcache_alive rc4
+check "after the reload pulls are open: a manifest without a token, 200" \
+  eval '[ "$(status "$rc4_URL/v2/team/app/manifests/latest" -H "Accept: $OCI_M")" = 200 ]'
+check "regcache exits 0 on SIGTERM after the reload" regcache_stop rc4
