@@ -436,7 +436,8 @@ struct reqinfo {
 	char		 proto[16];	/* "HTTP/1.1" */
 	char		*referer;	/* NULL: none */
 	char		*agent;		/* User-Agent; NULL: none */
-	uint64_t	 t_head;	/* mono_ms() when the head went; 0 */
+	uint64_t	 t0_us;		/* stats_now_us() when it arrived */
+	uint64_t	 head_us;	/* ... when the reply head went; 0 */
 };
 
 struct exchange {
@@ -457,7 +458,6 @@ struct exchange {
 	int			 finishing;	/* upstream done, output draining */
 	int			 unwritten;	/* a chunk awaits v2_written */
 	uint64_t		 bytes;
-	uint64_t		 t0;
 	char			*upath;		/* path (and query) upstream */
 	struct blobsrc		*src;		/* a blob from the cache */
 	struct mop		*mop;		/* a manifest being resolved */
@@ -468,8 +468,6 @@ struct exchange {
 	char			*user;		/* the token's; NULL: none */
 	char			*challenge;	/* WWW-Authenticate of a 401 */
 	struct reqinfo		 info;		/* for the access log */
-	uint64_t		 t0_us;		/* for the request histograms */
-	uint64_t		 first_us;	/* reply head went to evhttp */
 };
 
 void	 v2_handle(struct evhttp_request *, void *);
@@ -480,7 +478,9 @@ size_t	 v2_send_error_header(struct evhttp_request *, int, const char *,
 void	 v2_peer(struct evhttp_request *, char *, size_t);
 void	 v2_reqinfo_init(struct reqinfo *, struct evhttp_request *);
 void	 v2_reqinfo_clear(struct reqinfo *);
-int64_t	 v2_reqinfo_ttfb(const struct reqinfo *, uint64_t);
+int64_t	 v2_reqinfo_ttfb(const struct reqinfo *);
+int64_t	 v2_reqinfo_ms(const struct reqinfo *);
+void	 v2_reqinfo_head(struct reqinfo *);
 void	 v2_quick_error(struct evhttp_request *, const char *, int,
 	    const char *, const char *);
 const char *v2_method_name(enum evhttp_cmd_type);

@@ -63,9 +63,7 @@ struct tokreq {
 	char			 peer[64];
 	int			 status;
 	uint64_t		 bytes;
-	uint64_t		 t0;
 	struct reqinfo		 info;		/* for the access log */
-	uint64_t		 t0_us;		/* for the stats */
 };
 
 static TAILQ_HEAD(, tokreq)	 tokreqs = TAILQ_HEAD_INITIALIZER(tokreqs);
@@ -280,14 +278,15 @@ tokreq_close(struct tokreq *t, const char *why)
 	e.protocol = t->info.proto;
 	e.status = t->status;
 	e.bytes = t->bytes;
-	e.duration_ms = mono_ms() - t->t0;
-	e.ttfb_ms = v2_reqinfo_ttfb(&t->info, t->t0);
+	e.duration_ms = v2_reqinfo_ms(&t->info);
+	e.ttfb_ms = v2_reqinfo_ttfb(&t->info);
 	e.referer = t->info.referer;
 	e.user_agent = t->info.agent;
 	e.why = why;
 	log_access_entry(&e);
 	v2_reqinfo_clear(&t->info);
-	stats_request(STATS_ROUTE_TOKEN, t->status, t->t0_us, 0);
+	stats_request(STATS_ROUTE_TOKEN, t->status, t->info.t0_us,
+	    t->info.head_us);
 	if (t->queued)
 		TAILQ_REMOVE(&tokreqs, t, entry);
 	if (t->client != NULL && t->client->gone_arg == t) {
@@ -324,7 +323,7 @@ tokreq_take(struct tokreq *t)
 	struct evhttp_request	*req = t->req;
 
 	t->req = NULL;
-	t->info.t_head = mono_ms();
+	v2_reqinfo_head(&t->info);
 	if (t->client != NULL && t->client->gone_arg == t) {
 		t->client->gone_cb = NULL;
 		t->client->gone_arg = NULL;
@@ -645,8 +644,6 @@ server_auth_token(struct evhttp_request *req, struct client *c)
 	t->id = tokreq_next_id++;
 	t->req = req;
 	t->method = evhttp_request_get_command(req);
-	t->t0 = mono_ms();
-	t->t0_us = stats_now_us();
 	v2_peer(req, t->peer, sizeof(t->peer));
 	v2_reqinfo_init(&t->info, req);
 	TAILQ_INIT(&params);

@@ -62,10 +62,8 @@ struct pt_relay {
 	char			*peer;
 	char			*path;		/* for the access log */
 	enum evhttp_cmd_type	 method;
-	uint64_t		 t0;
 	uint64_t		 bytes;
 	struct reqinfo		 info;
-	uint64_t		 t0_us;		/* for the stats */
 };
 
 static void
@@ -374,7 +372,8 @@ pt_head_done(struct upreq *ur, enum up_error err, const char *cause,
 static void
 pt_relay_free(struct pt_relay *r)
 {
-	stats_request(STATS_ROUTE_RELAY, r->status, r->t0_us, 0);
+	stats_request(STATS_ROUTE_RELAY, r->status, r->info.t0_us,
+	    r->info.head_us);
 	if (r->x != NULL)
 		httpx_cancel(r->x);
 	if (r->client != NULL && r->client->gone_arg == r) {
@@ -443,8 +442,8 @@ pt_relay_log(struct pt_relay *r, const char *why)
 	e.protocol = r->info.proto;
 	e.status = r->status;
 	e.bytes = r->bytes;
-	e.duration_ms = mono_ms() - r->t0;
-	e.ttfb_ms = v2_reqinfo_ttfb(&r->info, r->t0);
+	e.duration_ms = v2_reqinfo_ms(&r->info);
+	e.ttfb_ms = v2_reqinfo_ttfb(&r->info);
 	e.upstream = r->up->cfg->name;
 	e.referer = r->info.referer;
 	e.user_agent = r->info.agent;
@@ -476,7 +475,7 @@ pt_relay_done(struct httpx *x, enum up_error err, const char *cause,
 		log_warnx("upstream %s: token relay: %s", r->up->cfg->name,
 		    err != UP_OK ? cause : "answer too large");
 		r->status = 502;
-		r->info.t_head = mono_ms();
+		v2_reqinfo_head(&r->info);
 		r->bytes = v2_send_error(r->req, 502, "UNAVAILABLE",
 		    "the upstream's token service failed");
 		pt_relay_log(r, err != UP_OK ? up_error_str(err) :
@@ -506,7 +505,7 @@ pt_relay_done(struct httpx *x, enum up_error err, const char *cause,
 	snprintf(len, sizeof(len), "%zu", evbuffer_get_length(r->body));
 	evhttp_add_header(out, "Content-Length", len);
 	r->bytes = evbuffer_get_length(r->body);
-	r->info.t_head = mono_ms();
+	v2_reqinfo_head(&r->info);
 	evhttp_send_reply(r->req, r->status, NULL, r->body);
 	pt_relay_log(r, NULL);
 	pt_relay_free(r);
@@ -613,11 +612,9 @@ pt_relay(struct evhttp_request *req, const char *name, const char *query)
 	r->client = c;
 	r->up = up;
 	upstream_ref(up);
-	r->t0 = mono_ms();
 	r->method = m;
 	r->path = path;
 	v2_reqinfo_init(&r->info, req);
-	r->t0_us = stats_now_us();
 	v2_peer(req, peer, sizeof(peer));
 	r->peer = xstrdup(peer);
 	if ((r->body = evbuffer_new()) == NULL)

@@ -168,6 +168,7 @@ v2_reqinfo_init(struct reqinfo *ri, struct evhttp_request *req)
 	const char		*v;
 
 	memset(ri, 0, sizeof(*ri));
+	ri->t0_us = stats_now_us();
 	snprintf(ri->proto, sizeof(ri->proto), "HTTP/%d.%d",
 	    (int)req->major, (int)req->minor);
 	if ((v = evhttp_find_header(in, "Referer")) != NULL)
@@ -185,11 +186,27 @@ v2_reqinfo_clear(struct reqinfo *ri)
 	ri->agent = NULL;
 }
 
-/* Milliseconds from t0 to the reply head, or -1 when none went out. */
-int64_t
-v2_reqinfo_ttfb(const struct reqinfo *ri, uint64_t t0)
+/* The head of the reply goes out now (the first time counts). */
+void
+v2_reqinfo_head(struct reqinfo *ri)
 {
-	return ri->t_head != 0 ? (int64_t)(ri->t_head - t0) : -1;
+	if (ri->head_us == 0)
+		ri->head_us = stats_now_us();
+}
+
+/* Milliseconds from arrival to the reply head, or -1 when none went. */
+int64_t
+v2_reqinfo_ttfb(const struct reqinfo *ri)
+{
+	return ri->head_us != 0 ? (int64_t)((ri->head_us - ri->t0_us) /
+	    1000) : -1;
+}
+
+/* Milliseconds since the request arrived. */
+int64_t
+v2_reqinfo_ms(const struct reqinfo *ri)
+{
+	return (int64_t)((stats_now_us() - ri->t0_us) / 1000);
 }
 
 /*
@@ -223,7 +240,7 @@ v2_quick_error(struct evhttp_request *req, const char *uri_log, int status,
 	e.bytes = v2_error_reply(req, status, code, message, NULL, NULL,
 	    NULL);
 	log_access_entry(&e);
-	stats_request(route, status, 0, 0);
+	stats_request(route, status, ri.t0_us, 0);
 	free(uri);
 	v2_reqinfo_clear(&ri);
 }
@@ -233,7 +250,6 @@ void
 exchange_close(struct exchange *ex, const char *why)
 {
 	struct access_entry	 e;
-	uint64_t		 now = mono_ms();
 
 	CHECK_MAGIC(ex, EXCHANGE_MAGIC);
 	memset(&e, 0, sizeof(e));
@@ -244,8 +260,8 @@ exchange_close(struct exchange *ex, const char *why)
 	e.protocol = ex->info.proto;
 	e.status = ex->status;
 	e.bytes = ex->bytes;
-	e.duration_ms = now - ex->t0;
-	e.ttfb_ms = v2_reqinfo_ttfb(&ex->info, ex->t0);
+	e.duration_ms = v2_reqinfo_ms(&ex->info);
+	e.ttfb_ms = v2_reqinfo_ttfb(&ex->info);
 	e.upstream = ex->rt.upstream != NULL ? ex->rt.upstream->cfg->name :
 	    NULL;
 	e.cache = ex->xcache;
@@ -253,8 +269,8 @@ exchange_close(struct exchange *ex, const char *why)
 	e.user_agent = ex->info.agent;
 	e.why = why;
 	log_access_entry(&e);
-	stats_request(stats_route_of_kind(ex->p.kind), ex->status, ex->t0_us,
-	    ex->first_us);
+	stats_request(stats_route_of_kind(ex->p.kind), ex->status,
+	    ex->info.t0_us, ex->info.head_us);
 	if (ex->ur != NULL)
 		upreq_cancel(ex->ur);
 	blob_src_free(ex);
@@ -297,8 +313,7 @@ exchange_client_gone(struct client *c, void *arg)
 void
 exchange_replied(struct exchange *ex)
 {
-	if (ex->info.t_head == 0)
-		ex->info.t_head = mono_ms();
+	v2_reqinfo_head(&ex->info);
 	ex->req = NULL;
 	if (ex->client != NULL) {
 		ex->client->gone_cb = NULL;
@@ -367,8 +382,7 @@ v2_reply_start(struct exchange *ex, int status)
 {
 	ex->status = status;
 	ex->started = 1;
-	ex->info.t_head = mono_ms();
-	ex->first_us = stats_now_us();
+	v2_reqinfo_head(&ex->info);
 	if (ex->xcache != NULL)
 		evhttp_add_header(evhttp_request_get_output_headers(ex->req),
 		    "X-Cache", ex->xcache);
@@ -781,8 +795,6 @@ v2_handle(struct evhttp_request *req, void *arg)
 	ex = xcalloc(1, sizeof(*ex));
 	ex->magic = EXCHANGE_MAGIC;
 	ex->id = exchange_next_id++;
-	ex->t0 = mono_ms();
-	ex->t0_us = stats_now_us();
 	ex->method = m;
 	ex->req = req;
 	ex->uri = xstrdup(evhttp_request_get_uri(req));
