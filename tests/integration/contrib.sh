@@ -16,11 +16,7 @@
 # the sources read, and regcache.json(5) every key of docs/CONFIGURATION.md;
 # skopeo pulls ghcr.io and quay.io images through the prefix mirrors of
 # contrib/client-config/registries.conf.
-#
-# Parts of the same issue that are planned but may not be in the binary yet
-# (the stats and warm commands, the admin, timeouts.drain and log.access
-# keys, /metrics) are reported as TAP TODO lines while the binary lacks
-# them, and checked for real as soon as it has them.
+
 # Variables like rc_URL are set indirectly (printf -v); the sh -c scripts
 # take their arguments as $1, $2, ... on purpose.
 # shellcheck disable=SC2154,SC2016
@@ -37,31 +33,6 @@ cd "$SRCDIR"
 lint() { python3 "$TOOLSDIR/contriblint.py" "$@"; }
 # words TEXT: the lines of TEXT on one line.
 words() { tr '\n' ' ' <<<"$1"; }
-
-# check_if_built BUILT NAME CMD...: `check`, except that while BUILT is 0
-# (what CMD checks is planned but not in the binary yet) the line is a TAP
-# TODO: reported, but not failing the suite.
-check_if_built() {
-  local built=$1 name=$2 log rc=0
-  shift 2
-  if [ "$built" = 1 ]; then check "$name" "$@"; return 0; fi
-  log="$TESTDIR/check.$((_tap_n + 1)).log"
-  "$@" >"$log" 2>&1 || rc=$?
-  _tap_n=$((_tap_n + 1))
-  if [ "$rc" -eq 0 ]; then echo "ok $_tap_n - $name # TODO not built yet"
-  else echo "not ok $_tap_n - $name # TODO not built yet"; diag "$(tail -n 5 "$log")"; fi
-}
-
-# --- what the binary has of the planned parts ------------------------------
-# accepts JSON: check-config takes a file with these keys.
-accepts() { printf '%s\n' "$1" >"$TESTDIR/probe.json"; "$REGCACHE" check-config -c "$TESTDIR/probe.json" >/dev/null 2>&1; }
-HAVE_ADMIN=0; HAVE_NEWKEYS=0
-if accepts '{"admin": {"listen": "127.0.0.1:5001"}}'; then HAVE_ADMIN=1; fi
-if [ "$HAVE_ADMIN" = 1 ] && accepts '{"timeouts": {"drain": 30}}' &&
-   accepts '{"log": {"access": {"format": "json", "file": null}}}'; then HAVE_NEWKEYS=1; fi
-# uses_new_keys FILE: the configuration uses a key of this issue.
-uses_new_keys() { jq -e 'has("admin") or (.timeouts.drain != null) or (.log.access != null)' "$1" >/dev/null; }
-built_for() { if uses_new_keys "$1"; then echo "$HAVE_NEWKEYS"; else echo 1; fi; }
 
 HAVE_YAML=0; HAVE_TOML=0
 if python3 -c 'import yaml' 2>/dev/null; then HAVE_YAML=1; fi
@@ -115,7 +86,7 @@ fi
 CONFIGS=(etc/regcache.json contrib/docker/regcache.json)
 [ "$HAVE_YAML" = 0 ] || CONFIGS+=("$TESTDIR/node.json" "$CM/ci-runner-regcache/regcache.json")
 for f in "${CONFIGS[@]}"; do
-  check_if_built "$(built_for "$f")" "regcache check-config accepts ${f#"$TESTDIR"/}" \
+  check "regcache check-config accepts ${f#"$TESTDIR"/}" \
     "$REGCACHE" check-config -c "$f"
 done
 
@@ -144,7 +115,7 @@ else
   check "it writes containerd's _default and docker.io hosts.toml from the ConfigMap" \
     sh -c 'cmp "$1/config/hosts-_default.toml" "$1/certs.d/_default/hosts.toml" &&
            cmp "$1/config/hosts-docker.io.toml" "$1/certs.d/docker.io/hosts.toml"' - "$NS"
-  check_if_built "$HAVE_NEWKEYS" "regcache check-config accepts the rendered configuration" \
+  check "regcache check-config accepts the rendered configuration" \
     "$REGCACHE" check-config -c "$NS/run/regcache.json"
   # A second run (a pod restart) on an IPv6 node: its own files are
   # rewritten, a docker.io/hosts.toml someone else wrote is left alone.
@@ -324,8 +295,6 @@ man_synopsis_options() {
 BIN_CMDS=$(bin_commands)
 MAN_CMDS=$(man_commands)
 # Planned commands: in regcache(8) already, in the binary once they land.
-PLANNED="stats warm"
-is_planned_missing() { case " $PLANNED " in *" $1 "*) ! grep -qx "$1" <<<"$BIN_CMDS" ;; *) false ;; esac; }
 
 diag "commands of regcache -h: $(words "$BIN_CMDS")" "commands of regcache(8): $(words "$MAN_CMDS")"
 all_bin_in_man() {
@@ -339,13 +308,12 @@ all_bin_in_man() {
 all_man_in_bin() {
   local c rc=0
   for c in $MAN_CMDS $(man_synopsis_commands); do
-    is_planned_missing "$c" && continue
     grep -qx "$c" <<<"$BIN_CMDS" || { echo "$c: documented, but not in regcache -h"; rc=1; }
   done
   return "$rc"
 }
 check "regcache(8) documents every command of regcache -h, in SYNOPSIS and COMMANDS" all_bin_in_man
-check "every command regcache(8) documents is in regcache -h (planned ones aside: $PLANNED)" all_man_in_bin
+check "every command regcache(8) documents is in regcache -h" all_man_in_bin
 
 # same_options CMD: the options of `regcache CMD -h`, of the COMMANDS
 # entry and of the SYNOPSIS entry are the same set.
@@ -363,8 +331,7 @@ same_options() {
   fi
 }
 for c in $(printf '%s\n' "$BIN_CMDS" "$MAN_CMDS" | sort -u); do
-  if is_planned_missing "$c"; then built=0; else built=1; fi
-  check_if_built "$built" "$c: regcache $c -h and regcache(8) list the same options" same_options "$c"
+  check "$c: regcache $c -h and regcache(8) list the same options" same_options "$c"
 done
 
 # Every REGCACHE_* and AWS_* variable the sources read is under
@@ -462,27 +429,22 @@ check "$DASH queries every agreed metric and no other" \
   cmp "$TESTDIR/dash.metrics" <(printf '%s\n' "${AGREED[@]}" | sort -u)
 
 # The daemon exports them (a family may show only TYPE and HELP lines).
-if [ "$HAVE_ADMIN" = 1 ]; then
-  APORT=$(free_port)
-  regcache_start rc "{\"listen\": [\"127.0.0.1:@PORT@\"], \"data_dir\": \"$TESTDIR/data\",
-    \"admin\": {\"listen\": \"127.0.0.1:$APORT\"},
-    \"upstreams\": [{\"name\": \"up\", \"url\": \"http://127.0.0.1:9\"}]}"
-  wait_http "http://127.0.0.1:$APORT/healthz"
-  tcurl -o /dev/null "$rc_URL/v2/" || true
-  tcurl -o "$TESTDIR/metrics" "http://127.0.0.1:$APORT/metrics" || true
-  exported() {
-    local m rc=0
-    while IFS= read -r m; do
-      grep -qE "^(# TYPE $m |$m(_bucket)?[{ ])" "$TESTDIR/metrics" ||
-        { echo "$m: not in /metrics"; rc=1; }
-    done <"$TESTDIR/dash.metrics"
-    return "$rc"
-  }
-  check "every metric the dashboard queries is in the daemon's /metrics" exported
-  check "regcache exits 0 on SIGTERM" regcache_stop rc
-else
-  check_if_built 0 "every metric the dashboard queries is in the daemon's /metrics" \
-    sh -c 'echo "this regcache has no admin listener"; false'
-fi
+APORT=$(free_port)
+regcache_start rc "{\"listen\": [\"127.0.0.1:@PORT@\"], \"data_dir\": \"$TESTDIR/data\",
+  \"admin\": {\"listen\": \"127.0.0.1:$APORT\"},
+  \"upstreams\": [{\"name\": \"up\", \"url\": \"http://127.0.0.1:9\"}]}"
+wait_http "http://127.0.0.1:$APORT/healthz"
+tcurl -o /dev/null "$rc_URL/v2/" || true
+tcurl -o "$TESTDIR/metrics" "http://127.0.0.1:$APORT/metrics" || true
+exported() {
+  local m rc=0
+  while IFS= read -r m; do
+    grep -qE "^(# TYPE $m |$m(_bucket)?[{ ])" "$TESTDIR/metrics" ||
+      { echo "$m: not in /metrics"; rc=1; }
+  done <"$TESTDIR/dash.metrics"
+  return "$rc"
+}
+check "every metric the dashboard queries is in the daemon's /metrics" exported
+check "regcache exits 0 on SIGTERM" regcache_stop rc
 
 done_testing
